@@ -3,11 +3,10 @@
  * This schema is the single source of truth; the TypeScript types are derived from it.
  */
 import { Type, type Static } from '@sinclair/typebox';
+import { DTYPES, type DType } from '../mesh/tensor.js';
 
 const Name = Type.String({ pattern: '^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$' });
-const DTypeName = Type.Union(
-  ['float32', 'float64', 'int8', 'uint8', 'int16', 'uint16', 'int32', 'int64', 'bool'].map((d) => Type.Literal(d)),
-);
+const DTypeName = Type.Union((Object.keys(DTYPES) as DType[]).map((d) => Type.Literal(d)));
 /** A dimension is a fixed size or a symbolic name (a dynamic axis, usually the batch "N"). */
 const Dim = Type.Union([Type.Integer({ minimum: 0 }), Type.String({ minLength: 1, maxLength: 32 })]);
 

@@ -1,0 +1,73 @@
+/** JSON schemas of the wire messages (docs/PROTOCOL.md describes the same fields for people). */
+import { Type, type Static } from '@sinclair/typebox';
+import { TypeCompiler } from '@sinclair/typebox/compiler';
+import { DTYPES, type DType } from './tensor.js';
+
+const DTypeSchema = Type.Union((Object.keys(DTYPES) as DType[]).map((d) => Type.Literal(d)));
+const Shape = Type.Array(Type.Integer({ minimum: 0 }), { maxItems: 8 });
+
+/** A tensor in JSON: numbers in `data`, or little-endian bytes in base64 `b64`. */
+export const JsonTensorSchema = Type.Object(
+  {
+    dtype: DTypeSchema,
+    shape: Shape,
+    data: Type.Optional(Type.Array(Type.Union([Type.Number(), Type.Boolean()]))),
+    b64: Type.Optional(Type.String()),
+  },
+  { additionalProperties: false },
+);
+
+/** A tensor inside a KZB1 frame header: its bytes are in the frame's data section. */
+export const FrameTensorSchema = Type.Object(
+  { dtype: DTypeSchema, shape: Shape, offset: Type.Integer({ minimum: 0 }), length: Type.Integer({ minimum: 0 }) },
+  { additionalProperties: false },
+);
+
+const RequestOptions = {
+  /** Only this version of the model (any loaded version when absent). */
+  version: Type.Optional(Type.String({ maxLength: 32 })),
+  /** How many classes to return for classifiers (the manifest's default when absent). */
+  top_k: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000 })),
+  /** Send the raw output tensors too (default true). */
+  raw_outputs: Type.Optional(Type.Boolean()),
+  /** Reply as JSON or as a KZB1 frame (default: binary for binary requests, JSON otherwise). */
+  reply: Type.Optional(Type.Union([Type.Literal('json'), Type.Literal('binary')])),
+};
+
+export const JsonRequestSchema = Type.Object(
+  {
+    inputs: Type.Optional(Type.Record(Type.String({ maxLength: 256 }), JsonTensorSchema)),
+    image: Type.Optional(Type.String()),
+    images: Type.Optional(Type.Array(Type.String(), { minItems: 1 })),
+    ...RequestOptions,
+  },
+  { additionalProperties: false },
+);
+
+export const FrameRequestSchema = Type.Object(
+  { inputs: Type.Record(Type.String({ maxLength: 256 }), FrameTensorSchema), ...RequestOptions },
+  { additionalProperties: false },
+);
+
+export const TimingsSchema = Type.Object({
+  queue_ms: Type.Number(),
+  pre_ms: Type.Number(),
+  infer_ms: Type.Number(),
+  post_ms: Type.Number(),
+  total_ms: Type.Number(),
+});
+
+export type JsonTensor = Static<typeof JsonTensorSchema>;
+export type FrameTensor = Static<typeof FrameTensorSchema>;
+export type JsonRequest = Static<typeof JsonRequestSchema>;
+export type FrameRequest = Static<typeof FrameRequestSchema>;
+export type Timings = Static<typeof TimingsSchema>;
+
+export const checkJsonRequest = TypeCompiler.Compile(JsonRequestSchema);
+export const checkFrameRequest = TypeCompiler.Compile(FrameRequestSchema);
+
+/** The first schema error as one readable line ("/inputs/x/dtype: Expected union value"). */
+export function firstError(check: { Errors(value: unknown): Iterable<{ path: string; message: string }> }, value: unknown): string {
+  for (const e of check.Errors(value)) return `${e.path || '/'}: ${e.message}`;
+  return 'invalid';
+}

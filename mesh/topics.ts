@@ -1,0 +1,100 @@
+/**
+ * The one registry of Kizuna topics. No topic string is built anywhere else.
+ *
+ *   kizuna/v1/<mesh>/req/<model>/<client>/<id>   request, published by an app
+ *   kizuna/v1/<mesh>/res/<client>/<id>           its reply (result or error)
+ *   kizuna/v1/<mesh>/node/<node>/status          retained: the agent's models and state
+ *
+ * The reply topic is derived from the request topic, so a raw image published with
+ * mosquitto_pub (no room for metadata in MQTT 3.1.1) still says where its answer goes.
+ */
+import { KizunaError } from './errors.js';
+
+export const PROTOCOL_VERSION = 1;
+export const ROOT = `kizuna/v${PROTOCOL_VERSION}`;
+
+/** Mesh names, model names, client names, node ids and request ids: one safe topic level each. */
+const SEGMENT = /^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}$/;
+
+export function isSegment(value: string): boolean {
+  return SEGMENT.test(value) && !value.includes('..');
+}
+
+export function assertSegment(kind: string, value: string): void {
+  if (!isSegment(value)) {
+    throw new KizunaError(
+      'KZ_ERR_BAD_NAME',
+      `${kind} ${JSON.stringify(value.slice(0, 140))} must be 1-128 of A-Z a-z 0-9 _ . : - (no leading '.' or '-', no '..', no '/', '+', '#')`,
+    );
+  }
+}
+
+export const topics = {
+  request(mesh: string, model: string, client: string, id: string): string {
+    for (const [k, v] of [['mesh', mesh], ['model', model], ['client', client], ['request id', id]] as const) assertSegment(k, v);
+    return `${ROOT}/${mesh}/req/${model}/${client}/${id}`;
+  },
+  /** Subscription that receives every request of a mesh, malformed ones included (so they get an error reply). */
+  allRequests(mesh: string): string {
+    return `${ROOT}/${mesh}/req/#`;
+  },
+  reply(mesh: string, client: string, id: string): string {
+    return `${ROOT}/${mesh}/res/${client}/${id}`;
+  },
+  /** Subscription for every reply to one client. */
+  repliesTo(mesh: string, client: string): string {
+    return `${ROOT}/${mesh}/res/${client}/+`;
+  },
+  nodeStatus(mesh: string, node: string): string {
+    return `${ROOT}/${mesh}/node/${node}/status`;
+  },
+  allNodeStatus(mesh: string): string {
+    return `${ROOT}/${mesh}/node/+/status`;
+  },
+};
+
+export interface RequestTopic {
+  mesh: string;
+  model: string;
+  client: string;
+  id: string;
+}
+
+/**
+ * Parses a request topic. Returns:
+ *  - `{ ok: true, topic }` for a valid one;
+ *  - `{ ok: false, replyTo, error }` when the client and id are usable but the rest is not
+ *    (a bad model name, extra levels): the caller can still send an error reply;
+ *  - `{ ok: false, error }` when no reply topic can be trusted (the message is logged and dropped).
+ */
+export function parseRequestTopic(
+  topic: string,
+): { ok: true; topic: RequestTopic } | { ok: false; error: KizunaError; replyTo?: { mesh: string; client: string; id: string } } {
+  const parts = topic.split('/');
+  const [root, version, mesh, kind] = parts;
+  if (`${root}/${version}` !== ROOT || kind !== 'req' || mesh === undefined || !isSegment(mesh) || parts.length < 7) {
+    return { ok: false, error: new KizunaError('KZ_ERR_BAD_TOPIC', `not a request topic: ${topic.slice(0, 200)}`) };
+  }
+  const id = parts[parts.length - 1]!;
+  const client = parts[parts.length - 2]!;
+  if (!isSegment(client) || !isSegment(id)) {
+    return { ok: false, error: new KizunaError('KZ_ERR_BAD_NAME', `bad client or request id in ${topic.slice(0, 200)}`) };
+  }
+  const replyTo = { mesh, client, id };
+  const model = parts.slice(4, -2).join('/');
+  if (parts.length !== 7 || !isSegment(model)) {
+    return {
+      ok: false,
+      replyTo,
+      error: new KizunaError('KZ_ERR_BAD_NAME', `model name ${JSON.stringify(model.slice(0, 140))} is not a single safe topic level`),
+    };
+  }
+  return { ok: true, topic: { mesh, model, client, id } };
+}
+
+/** The node id in a node status topic, or undefined. */
+export function parseNodeStatusTopic(topic: string): string | undefined {
+  const parts = topic.split('/');
+  if (parts.length !== 6 || `${parts[0]}/${parts[1]}` !== ROOT || parts[3] !== 'node' || parts[5] !== 'status') return undefined;
+  return parts[4];
+}
