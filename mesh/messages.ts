@@ -161,3 +161,37 @@ export function decodeReply(payload: Uint8Array): Reply {
   for (const [name, t] of Object.entries((msg.outputs ?? {}) as Record<string, never>)) outputs[name] = tensorOf(name, t);
   return { ...(msg as unknown as InferenceResult), ok: true, outputs };
 }
+
+export interface EncodeOptions {
+  version?: string;
+  topK?: number;
+  rawOutputs?: boolean;
+  reply?: 'json' | 'binary';
+}
+
+function wireOptions(o: EncodeOptions): Record<string, unknown> {
+  return {
+    ...(o.version !== undefined ? { version: o.version } : {}),
+    ...(o.topK !== undefined ? { top_k: o.topK } : {}),
+    ...(o.rawOutputs !== undefined ? { raw_outputs: o.rawOutputs } : {}),
+    ...(o.reply !== undefined ? { reply: o.reply } : {}),
+  };
+}
+
+/** A tensor request, as a KZB1 frame (compact, the default) or as readable JSON. */
+export function encodeTensorRequest(inputs: Record<string, Tensor>, options: EncodeOptions = {}, as: 'json' | 'binary' = 'binary'): Buffer {
+  if (as === 'json') {
+    const json = Object.fromEntries(Object.entries(inputs).map(([name, t]) => [name, { dtype: t.dtype, shape: t.shape, data: Array.from(t.data as ArrayLike<number | bigint>, Number) }]));
+    return Buffer.from(JSON.stringify({ inputs: json, ...wireOptions(options) }));
+  }
+  return writeFrame((place) => ({
+    inputs: Object.fromEntries(Object.entries(inputs).map(([name, t]) => [name, { dtype: t.dtype, shape: t.shape, ...place(tensorBytes(t)) }])),
+    ...wireOptions(options),
+  }));
+}
+
+/** Images as JSON with base64 (needed for options or batches); a single image may also go raw. */
+export function encodeImageRequest(images: Uint8Array[], options: EncodeOptions = {}): Buffer {
+  const b64 = images.map((i) => Buffer.from(i.buffer, i.byteOffset, i.byteLength).toString('base64'));
+  return Buffer.from(JSON.stringify({ ...(b64.length === 1 ? { image: b64[0] } : { images: b64 }), ...wireOptions(options) }));
+}

@@ -1,0 +1,45 @@
+#!/usr/bin/env node
+/** `kizuna`: the command line. Each command is a small module; this file only dispatches. */
+import { KizunaError, asKizunaError } from '../mesh/errors.js';
+
+const COMMANDS: Record<string, { summary: string; load: () => Promise<{ run(argv: string[]): Promise<number> }> }> = {
+  agent: { summary: 'run an agent: embedded broker + models + inference', load: () => import('./commands/agent.js') },
+  infer: { summary: 'ask the mesh for one inference: kizuna infer MODEL FILE', load: () => import('./commands/infer.js') },
+  demo: { summary: 'start an agent on loopback and classify held-out MNIST digits through MQTT', load: () => import('./commands/demo.js') },
+};
+
+function usage(): string {
+  const lines = Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(8)} ${c.summary}`);
+  return `usage: kizuna <command> [options]\n\ncommands:\n${lines.join('\n')}\n\n'kizuna <command> --help' shows a command's options.`;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === 'help' || name === '--help' || name === '-h') {
+    console.log(usage());
+    return 0;
+  }
+  if (name === '--version' || name === 'version') {
+    const { readFileSync } = await import('node:fs');
+    console.log(JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version);
+    return 0;
+  }
+  const command = COMMANDS[name];
+  if (!command) {
+    console.error(`kizuna: unknown command "${name}"\n\n${usage()}`);
+    return 2;
+  }
+  return (await command.load()).run(rest);
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    const e = asKizunaError(err);
+    console.error(`kizuna: ${e.code}: ${e.message}`);
+    if (!(err instanceof KizunaError)) console.error((err as Error).stack);
+    process.exitCode = 1;
+  },
+);

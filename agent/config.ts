@@ -1,0 +1,116 @@
+/**
+ * Agent configuration: one schema, filled from defaults < JSON config file < environment < flags.
+ * Every key `fooBar` is also the flag `--foo-bar` and the variable `KIZUNA_FOO_BAR`.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Type, type Static, type TSchema } from '@sinclair/typebox';
+import { Value } from '@sinclair/typebox/value';
+import { KizunaError } from '../mesh/errors.js';
+
+const Segment = Type.String({ pattern: '^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}$' });
+const MiB = 1024 * 1024;
+
+export const BUILTIN_MODELS_DIR = fileURLToPath(new URL('../../models/builtin/', import.meta.url));
+
+export const ConfigSchema = Type.Object(
+  {
+    mesh: Type.String({ ...Segment, default: 'home', description: 'mesh name; agents and apps of one mesh share it' }),
+    node: Type.String({ ...Segment, default: defaultNodeId(), description: 'this agent\'s id in the mesh' }),
+    port: Type.Integer({ minimum: 0, maximum: 65535, default: 1883, description: 'MQTT port of the embedded broker (0: any free port)' }),
+    host: Type.String({ minLength: 1, default: '0.0.0.0', description: 'address the embedded broker listens on' }),
+    broker: Type.Optional(Type.String({ pattern: '^mqtts?://', description: 'use this broker instead of hosting one' })),
+    models: Type.Array(Type.String({ minLength: 1 }), { default: [BUILTIN_MODELS_DIR], description: 'model folders (comma separated)' }),
+    threads: Type.Integer({ minimum: 1, maximum: 64, default: 1, description: 'onnxruntime threads per inference' }),
+    concurrency: Type.Integer({ minimum: 1, maximum: 64, default: 1, description: 'inferences run at once' }),
+    maxQueue: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 1024, description: 'accepted requests waiting; more are refused (KZ_ERR_OVERLOADED)' }),
+    maxPayloadBytes: Type.Integer({ minimum: 1024, maximum: 256 * MiB, default: 8 * MiB, description: 'largest request payload' }),
+    maxElements: Type.Integer({ minimum: 1, maximum: 1 << 30, default: 4 * MiB, description: 'most tensor elements in one request' }),
+    maxImagePixels: Type.Integer({ minimum: 1, maximum: 1 << 30, default: 4096 * 4096, description: 'most pixels in one image' }),
+    maxBatch: Type.Integer({ minimum: 1, maximum: 4096, default: 64, description: 'most images in one request' }),
+    replyCacheSize: Type.Integer({ minimum: 0, maximum: 1_000_000, default: 10_000, description: 'answered ids kept for idempotent retries' }),
+    replyCacheTtlMs: Type.Integer({ minimum: 0, default: 10 * 60_000, description: 'how long an answered id is kept' }),
+    logLevel: Type.Union(['debug', 'info', 'warn', 'error', 'silent'].map((l) => Type.Literal(l)), { default: 'info' }),
+  },
+  { additionalProperties: false },
+);
+
+export type Config = Static<typeof ConfigSchema> & { logLevel: 'debug' | 'info' | 'warn' | 'error' | 'silent' };
+
+function defaultNodeId(): string {
+  const base = os.hostname().replace(/[^A-Za-z0-9_.:-]/g, '-').replace(/^[^A-Za-z0-9_]+/, '') || 'node';
+  return base.slice(0, 128);
+}
+
+export const kebab = (key: string): string => key.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase());
+export const envName = (key: string): string => 'KIZUNA_' + key.replace(/[A-Z]/g, (c) => '_' + c).toUpperCase();
+
+/** A string from a flag or the environment, as the schema's type for `key` wants it. */
+function coerce(schema: TSchema, raw: string): unknown {
+  const type = (schema as { type?: string }).type;
+  if (type === 'integer' || type === 'number') return raw.trim() === '' ? raw : Number(raw);
+  if (type === 'array') return raw.split(',').map((s) => s.trim()).filter(Boolean);
+  return raw;
+}
+
+export interface ConfigSources {
+  /** Parsed --flags (string values) with camelCase keys. */
+  flags?: Record<string, string | undefined>;
+  env?: NodeJS.ProcessEnv;
+  /** Path of a JSON config file (else --config, else $KIZUNA_CONFIG). */
+  file?: string;
+  /** Values set by code, on top of everything (tests, the demo). */
+  overrides?: Partial<Config>;
+}
+
+export function loadConfig(sources: ConfigSources = {}): Config {
+  const env = sources.env ?? process.env;
+  const flags = sources.flags ?? {};
+  const file = sources.file ?? flags.config ?? env.KIZUNA_CONFIG;
+  const merged: Record<string, unknown> = {};
+  const origin: Record<string, string> = {};
+  if (file) {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(fs.readFileSync(file, 'utf8'));
+    } catch (err) {
+      throw new KizunaError('KZ_ERR_CONFIG', `config file ${file}: ${(err as Error).message}`);
+    }
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+      throw new KizunaError('KZ_ERR_CONFIG', `config file ${file}: must hold a JSON object`);
+    }
+    for (const [k, v] of Object.entries(parsed)) [merged[k], origin[k]] = [v, `${file}`];
+  }
+  for (const [key, schema] of Object.entries(ConfigSchema.properties)) {
+    const fromEnv = env[envName(key)];
+    if (fromEnv !== undefined) [merged[key], origin[key]] = [coerce(schema, fromEnv), envName(key)];
+    const fromFlag = flags[key];
+    if (fromFlag !== undefined) [merged[key], origin[key]] = [coerce(schema, fromFlag), `--${kebab(key)}`];
+  }
+  Object.assign(merged, sources.overrides);
+  if (file && Array.isArray(merged.models)) {
+    // Relative model folders in a config file are relative to that file.
+    merged.models = (merged.models as unknown[]).map((m) => (typeof m === 'string' && origin.models === file ? path.resolve(path.dirname(file), m) : m));
+  }
+  const config = Value.Default(ConfigSchema, merged);
+  const problems = [...Value.Errors(ConfigSchema, config)].map((e) => {
+    const key = e.path.split('/')[1] ?? '';
+    const where = origin[key] ? ` (from ${origin[key]})` : '';
+    return `${e.path.slice(1) || '(root)'}${where}: ${e.message}${e.value !== undefined ? `, got ${JSON.stringify(e.value)}` : ''}`;
+  });
+  if (problems.length) throw new KizunaError('KZ_ERR_CONFIG', `invalid configuration:\n  ${problems.join('\n  ')}`);
+  return config as Config;
+}
+
+/** One line per setting, for `kizuna agent --help`. */
+export function describeConfig(): string {
+  return Object.entries(ConfigSchema.properties)
+    .map(([key, s]) => {
+      const schema = s as TSchema & { description?: string; default?: unknown };
+      const def = schema.default !== undefined ? ` (default ${JSON.stringify(schema.default)})` : '';
+      return `  --${kebab(key).padEnd(20)} ${envName(key).padEnd(26)} ${schema.description ?? ''}${def}`;
+    })
+    .join('\n');
+}

@@ -1,0 +1,190 @@
+/**
+ * The worker: takes requests from the mesh's request topics, runs them and publishes exactly one
+ * reply per request id (a retry of an answered id gets the cached reply; a retry of an id still
+ * running is absorbed by the reply on its way). Bad input gets an error reply with its code and
+ * never stops the worker.
+ */
+import { EventEmitter } from 'node:events';
+import { KizunaError, asKizunaError, type ErrorCode } from '../mesh/errors.js';
+import { decodeRequest, encodeError, encodeResult } from '../mesh/messages.js';
+import { parseRequestTopic, topics, type RequestTopic } from '../mesh/topics.js';
+import type { Transport } from '../mesh/mqtt.js';
+import type { ModelStore } from '../models/store.js';
+import { answer, infer, prepare } from '../models/pipeline.js';
+import type { Logger } from './log.js';
+import { ReplyCache } from './reply-cache.js';
+import { Semaphore } from './semaphore.js';
+
+export interface WorkerOptions {
+  mesh: string;
+  node: string;
+  concurrency: number;
+  maxQueue: number;
+  maxPayloadBytes: number;
+  maxElements: number;
+  maxImagePixels: number;
+  maxBatch: number;
+  replyCacheSize: number;
+  replyCacheTtlMs: number;
+  now?: () => number;
+}
+
+export interface WorkerStats {
+  received: number;
+  answered: number;
+  errors: Partial<Record<ErrorCode, number>>;
+  dropped: number;
+  duplicates: number;
+}
+
+const TRANSIENT: ReadonlySet<ErrorCode> = new Set(['KZ_ERR_OVERLOADED', 'KZ_ERR_SHUTTING_DOWN']);
+
+/** Events: 'accepted' (key) when a request is taken, 'replied' (key, errorCode?) when its reply is sent. */
+export class Worker extends EventEmitter {
+  readonly stats: WorkerStats = { received: 0, answered: 0, errors: {}, dropped: 0, duplicates: 0 };
+  private readonly cache: ReplyCache;
+  private readonly running = new Set<string>();
+  private readonly inferSlots: Semaphore;
+  /** Pre-processing of the next requests overlaps the inference of the current ones. */
+  private readonly prepareSlots: Semaphore;
+  private readonly publishes = new Set<Promise<void>>();
+  private draining = false;
+  private idle?: () => void;
+  private unlisten?: () => void;
+  private readonly now: () => number;
+
+  constructor(
+    private readonly transport: Transport,
+    private readonly store: ModelStore,
+    private readonly options: WorkerOptions,
+    private readonly log: Logger,
+  ) {
+    super();
+    this.now = options.now ?? (() => performance.now());
+    this.cache = new ReplyCache(options.replyCacheSize, options.replyCacheTtlMs);
+    this.inferSlots = new Semaphore(options.concurrency);
+    this.prepareSlots = new Semaphore(options.concurrency + 1);
+  }
+
+  async start(): Promise<void> {
+    this.unlisten = this.transport.onMessage((topic, payload) => this.onMessage(topic, payload));
+    await this.transport.subscribe(topics.allRequests(this.options.mesh), 1);
+  }
+
+  /** Stops taking requests, answers every accepted one, and waits for their replies to be sent. */
+  async stop(): Promise<void> {
+    this.draining = true;
+    await this.transport.unsubscribe(topics.allRequests(this.options.mesh)).catch(() => undefined);
+    if (this.running.size) await new Promise<void>((resolve) => (this.idle = resolve));
+    await Promise.allSettled([...this.publishes]);
+    this.unlisten?.();
+  }
+
+  get inFlight(): number {
+    return this.running.size;
+  }
+
+  private onMessage(topic: string, payload: Buffer): void {
+    if (!topic.startsWith(topics.allRequests(this.options.mesh).slice(0, -1))) return;
+    this.stats.received++;
+    const parsed = parseRequestTopic(topic);
+    if (!parsed.ok) {
+      if (!parsed.replyTo) {
+        this.stats.dropped++;
+        this.log.warn(`dropped a message with no usable reply topic: ${parsed.error.message}`);
+        return;
+      }
+      this.reply(parsed.replyTo, parsed.replyTo.id, encodeError(parsed.replyTo.id, this.options.node, parsed.error), parsed.error.code);
+      return;
+    }
+    const req = parsed.topic;
+    const key = `${req.client}/${req.id}`;
+    const cached = this.cache.get(key);
+    if (cached || this.running.has(key)) {
+      this.stats.duplicates++;
+      if (cached) this.send(cached.topic, cached.payload);
+      return;
+    }
+    if (this.draining) return this.fail(req, new KizunaError('KZ_ERR_SHUTTING_DOWN', 'agent is shutting down'));
+    if (this.running.size >= this.options.maxQueue) {
+      return this.fail(req, new KizunaError('KZ_ERR_OVERLOADED', `${this.running.size} requests are queued here; retry with the same id`));
+    }
+    this.running.add(key);
+    this.emit('accepted', key);
+    const receivedAt = this.now();
+    this.handle(req, payload, receivedAt)
+      .catch((err) => this.fail(req, asKizunaError(err)))
+      .finally(() => {
+        this.running.delete(key);
+        if (this.running.size === 0) this.idle?.();
+      });
+  }
+
+  private async handle(req: RequestTopic, payload: Buffer, receivedAt: number): Promise<void> {
+    const decoded = decodeRequest(payload, this.options);
+    const model = this.store.get(req.model, decoded.options.version);
+    if (!model) {
+      const loaded = this.store.list().map((m) => `${m.manifest.name}@${m.manifest.version}`).join(', ') || 'none';
+      const which = decoded.options.version ? `${req.model}@${decoded.options.version}` : req.model;
+      throw new KizunaError('KZ_ERR_UNKNOWN_MODEL', `no model ${which} here (loaded: ${loaded})`);
+    }
+    await this.prepareSlots.acquire();
+    let t0: number, t1: number, t2: number, t3: number;
+    let outputs;
+    try {
+      t0 = this.now();
+      const prepared = await prepare(model, decoded.body, this.options);
+      t1 = this.now();
+      outputs = await this.inferSlots.run(async () => {
+        t2 = this.now();
+        return infer(model, prepared);
+      });
+    } finally {
+      this.prepareSlots.release();
+    }
+    t3 = this.now();
+    const answers = answer(model, outputs, decoded.options.topK);
+    const t4 = this.now();
+    const result = {
+      id: req.id,
+      model: model.manifest.name,
+      version: model.manifest.version,
+      agent: this.options.node,
+      ...(decoded.options.rawOutputs ? { outputs } : {}),
+      ...(answers ? { answers } : {}),
+      timings: {
+        queue_ms: round(t0 - receivedAt + (t2! - t1)),
+        pre_ms: round(t1 - t0),
+        infer_ms: round(t3 - t2!),
+        post_ms: round(t4 - t3),
+        total_ms: round(t4 - receivedAt),
+      },
+    };
+    this.stats.answered++;
+    this.reply(req, req.id, encodeResult(result, decoded.options.reply));
+  }
+
+  private fail(req: Pick<RequestTopic, 'mesh' | 'client' | 'id'> & { model?: string }, err: KizunaError): void {
+    if (err.code === 'KZ_ERR_INTERNAL') this.log.error(`request ${req.client}/${req.id}: ${err.stack ?? err.message}`);
+    this.reply(req, req.id, encodeError(req.id, this.options.node, err, req.model), err.code);
+  }
+
+  private reply(to: { mesh: string; client: string; id: string }, id: string, payload: Buffer, errorCode?: ErrorCode): void {
+    if (errorCode) this.stats.errors[errorCode] = (this.stats.errors[errorCode] ?? 0) + 1;
+    const topic = topics.reply(to.mesh, to.client, id);
+    const key = `${to.client}/${id}`;
+    if (!errorCode || !TRANSIENT.has(errorCode)) this.cache.set(key, { topic, payload });
+    this.send(topic, payload);
+    this.emit('replied', key, errorCode);
+  }
+
+  private send(topic: string, payload: Buffer): void {
+    const p = this.transport
+      .publish(topic, payload, { qos: 1 })
+      .catch((err) => this.log.warn(`reply on ${topic} not sent: ${(err as Error).message}`))
+      .finally(() => this.publishes.delete(p));
+    this.publishes.add(p);
+  }
+}
+
+const round = (ms: number): number => Math.round(ms * 1000) / 1000;

@@ -1,0 +1,116 @@
+/**
+ * The app client: what a local Node app uses to ask the mesh for inferences.
+ *
+ *   const kz = await KizunaClient.connect({ url: 'mqtt://pi.local:1883' });
+ *   const r = await kz.infer('digits', pngBytes);           // raw image bytes
+ *   const r2 = await kz.infer('digits', { input: tensor }); // tensors
+ *
+ * Each call gets a fresh request id; the reply comes back on this client's reply topic.
+ * A single image with no options travels as raw bytes; with options (topK...) or in a batch it
+ * travels as base64 JSON. Tensors travel as a KZB1 frame unless `format: 'json'`.
+ */
+import { randomBytes } from 'node:crypto';
+import { KizunaError } from './errors.js';
+import { decodeReply, encodeImageRequest, encodeTensorRequest, type EncodeOptions, type InferenceResult } from './messages.js';
+import { Transport } from './mqtt.js';
+import type { Tensor } from './tensor.js';
+import { assertSegment, topics } from './topics.js';
+
+export interface ClientOptions {
+  url: string;
+  mesh?: string;
+  /** The client name in request and reply topics (random when absent). */
+  client?: string;
+  timeoutMs?: number;
+}
+
+export interface InferOptions extends EncodeOptions {
+  /** Send tensors as JSON instead of a KZB1 frame. */
+  format?: 'json' | 'binary';
+  timeoutMs?: number;
+  id?: string;
+}
+
+export type InferInput = Uint8Array | Uint8Array[] | Record<string, Tensor>;
+export type InferResult = InferenceResult & { outputs: Record<string, Tensor> };
+
+export class KizunaClient {
+  private readonly pending = new Map<string, { resolve: (r: InferResult) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
+  private seq = 0;
+  private readonly prefix = randomBytes(4).toString('hex');
+
+  private constructor(
+    private readonly transport: Transport,
+    readonly mesh: string,
+    readonly client: string,
+    private readonly timeoutMs: number,
+  ) {
+    transport.onMessage((topic, payload) => this.onReply(topic, payload));
+  }
+
+  static async connect(options: ClientOptions): Promise<KizunaClient> {
+    const mesh = options.mesh ?? 'home';
+    const client = options.client ?? `app-${randomBytes(4).toString('hex')}`;
+    assertSegment('mesh', mesh);
+    assertSegment('client', client);
+    const transport = await Transport.connect({ url: options.url, clientId: `kizuna-${client}` });
+    await transport.subscribe(topics.repliesTo(mesh, client), 1);
+    return new KizunaClient(transport, mesh, client, options.timeoutMs ?? 30_000);
+  }
+
+  async infer(model: string, input: InferInput, options: InferOptions = {}): Promise<InferResult> {
+    const hasOptions = options.topK !== undefined || options.version !== undefined || options.rawOutputs !== undefined || options.reply !== undefined;
+    let payload: Buffer;
+    if (input instanceof Uint8Array) payload = hasOptions ? encodeImageRequest([input], options) : Buffer.from(input);
+    else if (Array.isArray(input)) payload = encodeImageRequest(input, options);
+    else payload = encodeTensorRequest(input, options, options.format ?? 'binary');
+    return this.send(model, payload, options);
+  }
+
+  /** Publishes a ready-made request payload (JSON, KZB1 or image bytes) and waits for its reply. */
+  async send(model: string, payload: Buffer, options: { id?: string; timeoutMs?: number } = {}): Promise<InferResult> {
+    const id = options.id ?? `${this.prefix}-${++this.seq}`;
+    const topic = topics.request(this.mesh, model, this.client, id);
+    if (this.pending.has(id)) throw new KizunaError('KZ_ERR_BAD_REQUEST', `request id ${id} is already in flight`);
+    const answer = new Promise<InferResult>((resolve, reject) => {
+      const ms = options.timeoutMs ?? this.timeoutMs;
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(new KizunaError('KZ_ERR_TIMEOUT', `no reply to ${model} request ${id} within ${ms} ms`));
+      }, ms);
+      this.pending.set(id, { resolve, reject, timer });
+    });
+    try {
+      await this.transport.publish(topic, payload, { qos: 1 });
+    } catch (err) {
+      this.settle(id)?.reject(err as Error);
+    }
+    return answer;
+  }
+
+  private settle(id: string) {
+    const p = this.pending.get(id);
+    if (!p) return undefined;
+    this.pending.delete(id);
+    clearTimeout(p.timer);
+    return p;
+  }
+
+  private onReply(topic: string, payload: Buffer): void {
+    const id = topic.slice(topic.lastIndexOf('/') + 1);
+    const p = this.settle(id);
+    if (!p) return; // a duplicate or a late reply: each request resolves once
+    try {
+      const reply = decodeReply(payload);
+      if (reply.ok) p.resolve(reply);
+      else p.reject(new KizunaError(reply.error.code, reply.error.message));
+    } catch (err) {
+      p.reject(err as Error);
+    }
+  }
+
+  async close(): Promise<void> {
+    for (const id of [...this.pending.keys()]) this.settle(id)?.reject(new KizunaError('KZ_ERR_SHUTTING_DOWN', 'client closed'));
+    await this.transport.close();
+  }
+}
