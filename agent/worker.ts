@@ -71,12 +71,15 @@ export class Worker extends EventEmitter {
     await this.transport.subscribe(topics.allRequests(this.options.mesh), 1);
   }
 
-  /** Stops taking requests, answers every accepted one, and waits for their replies to be sent. */
+  /**
+   * Stops taking requests and answers every accepted one. Requests that arrive meanwhile get
+   * KZ_ERR_SHUTTING_DOWN (retry with the same id elsewhere) instead of vanishing.
+   */
   async stop(): Promise<void> {
     this.draining = true;
-    await this.transport.unsubscribe(topics.allRequests(this.options.mesh)).catch(() => undefined);
     if (this.running.size) await new Promise<void>((resolve) => (this.idle = resolve));
     await Promise.allSettled([...this.publishes]);
+    await this.transport.unsubscribe(topics.allRequests(this.options.mesh)).catch(() => undefined);
     this.unlisten?.();
   }
 
