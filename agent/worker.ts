@@ -37,7 +37,8 @@ export interface WorkerStats {
   duplicates: number;
 }
 
-const TRANSIENT: ReadonlySet<ErrorCode> = new Set(['KZ_ERR_OVERLOADED', 'KZ_ERR_SHUTTING_DOWN']);
+/** Errors a retry with the same id may not meet again, so their replies are not cached. */
+const TRANSIENT: ReadonlySet<ErrorCode> = new Set(['KZ_ERR_OVERLOADED', 'KZ_ERR_SHUTTING_DOWN', 'KZ_ERR_INFERENCE', 'KZ_ERR_INTERNAL']);
 
 /** Events: 'accepted' (key) when a request is taken, 'replied' (key, errorCode?) when its reply is sent. */
 export class Worker extends EventEmitter {
@@ -67,7 +68,11 @@ export class Worker extends EventEmitter {
   }
 
   async start(): Promise<void> {
-    this.unlisten = this.transport.onMessage((topic, payload) => this.onMessage(topic, payload));
+    this.unlisten = this.transport.onMessage((topic, payload, retained) => {
+      // A retained request would run again at every (re)subscription: serve requests live only.
+      if (retained) this.log.warn(`ignored a retained request on ${topic}; publish requests without retain`);
+      else this.onMessage(topic, payload);
+    });
     await this.transport.subscribe(topics.allRequests(this.options.mesh), 1);
   }
 

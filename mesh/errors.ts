@@ -10,7 +10,7 @@ export const ERROR_CODES = {
   KZ_ERR_BAD_NAME: 'A model, client or request id segment has a forbidden character or is too long',
   KZ_ERR_UNKNOWN_MODEL: 'No model of that name (and version) is loaded here',
   KZ_ERR_BAD_DTYPE: 'A tensor has a dtype the model does not accept, or an unknown dtype',
-  KZ_ERR_BAD_SHAPE: 'A tensor shape does not match the model input, or its data length does not match its shape',
+  KZ_ERR_BAD_SHAPE: 'A tensor shape is not a list of sizes, does not match the model input, or does not match its data length',
   KZ_ERR_MISSING_INPUT: 'A model input is missing from the request, or an unknown input was given',
   KZ_ERR_TOO_LARGE: 'The payload is larger than the configured limit',
   KZ_ERR_TOO_MANY_ELEMENTS: 'A tensor or batch has more elements than the configured limit',

@@ -10,7 +10,7 @@ import { isFrame, readFrame, writeFrame } from './frame.js';
 import { sniffImage } from './image.js';
 import { decodeBase64, tensorFromFrame, tensorFromJson, tensorToJson } from './codec.js';
 import { checkFrameRequest, checkJsonRequest, firstError, type Timings } from './schemas.js';
-import { tensorBytes, type Tensor } from './tensor.js';
+import { DTYPES, tensorBytes, type Tensor } from './tensor.js';
 
 export interface WireLimits {
   maxPayloadBytes: number;
@@ -51,7 +51,7 @@ function decodeJsonRequest(payload: Uint8Array, limits: WireLimits): DecodedRequ
   } catch (err) {
     throw new KizunaError('KZ_ERR_MALFORMED', `request is not valid JSON: ${(err as Error).message}`);
   }
-  if (!checkJsonRequest.Check(msg)) throw new KizunaError('KZ_ERR_BAD_REQUEST', `request ${firstError(checkJsonRequest, msg)}`);
+  if (!checkJsonRequest.Check(msg)) throw schemaError('request', firstError(checkJsonRequest, msg));
   const given = [msg.inputs, msg.image, msg.images].filter((x) => x !== undefined).length;
   if (given !== 1) throw new KizunaError('KZ_ERR_BAD_REQUEST', 'request needs exactly one of "inputs", "image" or "images"');
   const options = optionsOf(msg, 'json');
@@ -70,7 +70,7 @@ function decodeJsonRequest(payload: Uint8Array, limits: WireLimits): DecodedRequ
 
 function decodeFrameRequest(payload: Uint8Array, limits: WireLimits): DecodedRequest {
   const { header, data } = readFrame(payload);
-  if (!checkFrameRequest.Check(header)) throw new KizunaError('KZ_ERR_BAD_REQUEST', `frame header ${firstError(checkFrameRequest, header)}`);
+  if (!checkFrameRequest.Check(header)) throw schemaError('frame header', firstError(checkFrameRequest, header));
   const inputs: Record<string, Tensor> = {};
   let total = 0;
   for (const [name, t] of Object.entries(header.inputs)) {
@@ -78,6 +78,13 @@ function decodeFrameRequest(payload: Uint8Array, limits: WireLimits): DecodedReq
     total += inputs[name].data.length;
   }
   return { body: { kind: 'tensors', inputs }, options: optionsOf(header, 'binary') };
+}
+
+/** A schema violation, with the precise code when it is about a tensor's dtype or shape. */
+function schemaError(what: string, e: { path: string; text: string }): KizunaError {
+  if (/^\/inputs\/[^/]+\/dtype$/.test(e.path)) return new KizunaError('KZ_ERR_BAD_DTYPE', `${what} ${e.text} (dtypes: ${Object.keys(DTYPES).join(', ')})`);
+  if (/^\/inputs\/[^/]+\/shape(\/|$)/.test(e.path)) return new KizunaError('KZ_ERR_BAD_SHAPE', `${what} ${e.text}`);
+  return new KizunaError('KZ_ERR_BAD_REQUEST', `${what} ${e.text}`);
 }
 
 function optionsOf(

@@ -15,14 +15,15 @@ export interface TransportOptions {
   will?: { topic: string; payload: Buffer | string; qos: 0 | 1; retain: boolean };
 }
 
-export type MessageHandler = (topic: string, payload: Buffer) => void;
+/** `retained` is true when the broker replays a retained message to a new subscription. */
+export type MessageHandler = (topic: string, payload: Buffer, retained: boolean) => void;
 
 export class Transport {
   private readonly handlers = new Set<MessageHandler>();
 
   private constructor(private readonly client: MqttClient) {
-    client.on('message', (topic, payload) => {
-      for (const h of this.handlers) h(topic, payload);
+    client.on('message', (topic, payload, packet) => {
+      for (const h of this.handlers) h(topic, payload, packet.retain);
     });
     const noDelay = () => (client.stream as Partial<Socket> | undefined)?.setNoDelay?.(true);
     client.on('connect', noDelay);

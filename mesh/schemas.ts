@@ -66,8 +66,11 @@ export type Timings = Static<typeof TimingsSchema>;
 export const checkJsonRequest = TypeCompiler.Compile(JsonRequestSchema);
 export const checkFrameRequest = TypeCompiler.Compile(FrameRequestSchema);
 
-/** The first schema error as one readable line ("/inputs/x/dtype: Expected union value"). */
-export function firstError(check: { Errors(value: unknown): Iterable<{ path: string; message: string }> }, value: unknown): string {
-  for (const e of check.Errors(value)) return `${e.path || '/'}: ${e.message}`;
-  return 'invalid';
+/** The first schema error as one readable line ("/inputs/x/dtype: Expected union value"), and its path. */
+export function firstError(
+  check: { Errors(value: unknown): Iterable<{ path: string; message: string }> },
+  value: unknown,
+): { path: string; text: string } {
+  for (const e of check.Errors(value)) return { path: e.path, text: `${e.path || '/'}: ${e.message}` };
+  return { path: '', text: 'invalid' };
 }

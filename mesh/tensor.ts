@@ -77,6 +77,7 @@ export function fromNumbers(dtype: DType, shape: number[], values: readonly unkn
     let v = values[i];
     if (dtype === 'bool' && typeof v === 'boolean') v = v ? 1 : 0;
     if (typeof v !== 'number' || !Number.isFinite(v)) return null;
+    if (dtype === 'bool' && v !== 0 && v !== 1) return null;
     if (integer && !Number.isInteger(v)) return null;
     out[i] = v;
   }

@@ -56,7 +56,13 @@ export async function readModel(manifestPath: string): Promise<{ manifest: Manif
     throw new KizunaError('KZ_ERR_MODEL_INTEGRITY', `${file}: sha256 is ${actual}, the manifest says ${manifest.sha256}; refusing to load it`);
   }
   let labels = manifest.labels;
-  if (!labels && manifest.labelsFile) labels = parseLabels(await fs.readFile(path.resolve(dir, manifest.labelsFile), 'utf8'));
+  if (!labels && manifest.labelsFile) {
+    const labelsPath = path.resolve(dir, manifest.labelsFile);
+    const text = await fs.readFile(labelsPath, 'utf8').catch((err: Error) => {
+      throw new KizunaError('KZ_ERR_MANIFEST', `${manifestPath}: labels file ${labelsPath}: ${err.message}`);
+    });
+    labels = parseLabels(text);
+  }
   return { manifest, onnx, ...(labels ? { labels } : {}) };
 }
 
