@@ -1,0 +1,43 @@
+/**
+ * A bare MQTT 3.1.1 client over a socket, for what well-behaved clients refuse to send
+ * (a wildcard in a publish topic). Packets are written by hand from the MQTT 3.1.1 spec.
+ */
+import net from 'node:net';
+import { once } from 'node:events';
+
+function remainingLength(n: number): Buffer {
+  const bytes: number[] = [];
+  do {
+    let b = n % 128;
+    n = Math.floor(n / 128);
+    if (n > 0) b |= 0x80;
+    bytes.push(b);
+  } while (n > 0);
+  return Buffer.from(bytes);
+}
+
+const str = (s: string) => {
+  const b = Buffer.from(s);
+  return Buffer.concat([Buffer.from([b.length >> 8, b.length & 0xff]), b]);
+};
+
+const packet = (type: number, body: Buffer) => Buffer.concat([Buffer.from([type]), remainingLength(body.length), body]);
+
+/** Connects, publishes one QoS 0 message, and resolves when the broker has closed or kept the socket. */
+export async function rawPublish(port: number, topic: string, payload: Buffer): Promise<{ closedByBroker: boolean }> {
+  const socket = net.connect(port, '127.0.0.1');
+  await once(socket, 'connect');
+  const connect = packet(0x10, Buffer.concat([str('MQTT'), Buffer.from([4, 2, 0, 60]), str('raw-client')]));
+  socket.write(connect);
+  const [connack] = (await once(socket, 'data')) as [Buffer];
+  if (connack[0] !== 0x20 || connack[3] !== 0) throw new Error(`connection refused: ${connack.toString('hex')}`);
+  socket.write(packet(0x30, Buffer.concat([str(topic), payload])));
+  // A PINGREQ after the publish: a broker that kept the connection answers PINGRESP (0xd0).
+  socket.write(Buffer.from([0xc0, 0]));
+  const outcome = await Promise.race([
+    once(socket, 'close').then(() => true),
+    once(socket, 'data').then(([d]) => (d as Buffer)[0] !== 0xd0),
+  ]);
+  socket.destroy();
+  return { closedByBroker: outcome };
+}
