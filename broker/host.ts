@@ -7,6 +7,7 @@ import net from 'node:net';
 import { once } from 'node:events';
 import { Aedes } from 'aedes';
 import type { Logger } from '../agent/log.js';
+import { KizunaError } from '../mesh/errors.js';
 
 export interface BrokerHostOptions {
   port: number;
@@ -43,6 +44,11 @@ export class BrokerHost {
       await Promise.race([once(server, 'listening'), once(server, 'error').then(([e]) => Promise.reject(e))]);
     } catch (err) {
       await new Promise<void>((resolve) => broker.close(() => resolve()));
+      const e = err as NodeJS.ErrnoException;
+      if (e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL') {
+        const why = e.code === 'EADDRINUSE' ? 'is in use (another agent or MQTT broker?)' : e.code === 'EACCES' ? 'needs privileges' : 'is not an address of this machine';
+        throw new KizunaError('KZ_ERR_CONFIG', `cannot listen on ${options.host}:${options.port}: it ${why}; choose another with --port or --host`, { cause: err });
+      }
       throw err;
     }
     options.log.info(`broker listening on ${options.host}:${host.port}`);

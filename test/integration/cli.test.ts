@@ -1,0 +1,92 @@
+/** The `kizuna` command as users run it: a real agent process, `kizuna infer`, signals, errors. */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import type { ChildProcess } from 'node:child_process';
+import { loadDigits } from '../../models/builtin/digits-data.js';
+import { digitToPng } from '../../models/render.js';
+import { runCli, spawnAgent } from '../helpers/cli.js';
+
+describe('kizuna agent and kizuna infer', () => {
+  let agent: { child: ChildProcess; port: number; stderr: () => string };
+  let dir: string;
+  const digit = loadDigits().heldOut[3]!;
+
+  before(async () => {
+    dir = await fs.mkdtemp(path.join(os.tmpdir(), 'kizuna-cli-'));
+    await fs.writeFile(path.join(dir, 'digit.png'), await digitToPng(digit.pixels));
+    agent = await spawnAgent(['--node', 'cli-agent']);
+  });
+  after(async () => {
+    if (agent.child.exitCode === null) agent.child.kill('SIGKILL');
+    await fs.rm(dir, { recursive: true, force: true });
+  });
+
+  test('infer prints the answer for a person', async () => {
+    const r = await runCli(['infer', 'digits', path.join(dir, 'digit.png'), '--broker', `mqtt://127.0.0.1:${agent.port}`]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^digits@1\.0\.0 answered by cli-agent in [\d.]+ ms/);
+    assert.match(r.stdout, new RegExp(`^${digit.label} \\(\\d+\\.\\d%\\)`, 'm'));
+  });
+
+  test('infer --json prints the whole reply', async () => {
+    const r = await runCli(['infer', 'digits-int8', path.join(dir, 'digit.png'), '--broker', `mqtt://127.0.0.1:${agent.port}`, '--json', '--top-k', '2']);
+    assert.equal(r.code, 0, r.stderr);
+    const reply = JSON.parse(r.stdout);
+    assert.equal(reply.ok, true);
+    assert.equal(reply.answers[0].index, digit.label);
+    assert.equal(reply.answers[0].top.length, 2);
+    assert.equal(reply.outputs.logits.data.length, 10);
+  });
+
+  test('infer of an unknown model exits 1 with the error code', async () => {
+    const r = await runCli(['infer', 'nope', path.join(dir, 'digit.png'), '--broker', `mqtt://127.0.0.1:${agent.port}`]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /KZ_ERR_UNKNOWN_MODEL/);
+  });
+
+  test('a second agent on a port in use gets a clear error', async () => {
+    const r = await runCli(['agent', '--host', '127.0.0.1', '--port', String(agent.port)]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, new RegExp(`KZ_ERR_CONFIG: cannot listen on 127\\.0\\.0\\.1:${agent.port}: it is in use`));
+  });
+
+  test('SIGTERM stops the agent cleanly with exit code 0', async () => {
+    const exited = once(agent.child, 'exit');
+    agent.child.kill('SIGTERM');
+    const [code] = await exited;
+    assert.equal(code, 0, agent.stderr());
+    assert.match(agent.stderr(), /agent stopped/);
+  });
+});
+
+describe('kizuna command errors', () => {
+  test('an invalid flag value names the flag and exits 1 without starting', async () => {
+    const r = await runCli(['agent', '--port', '99999', '--host', '127.0.0.1']);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /KZ_ERR_CONFIG/);
+    assert.match(r.stderr, /port \(from --port\)/);
+  });
+
+  test('an invalid environment value names the variable', async () => {
+    const r = await runCli(['agent', '--host', '127.0.0.1'], { KIZUNA_THREADS: 'many' });
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /threads \(from KIZUNA_THREADS\)/);
+  });
+
+  test('an unknown command prints the usage and exits 2', async () => {
+    const r = await runCli(['fly']);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /unknown command "fly"/);
+    assert.match(r.stderr, /usage: kizuna/);
+  });
+
+  test('agent --help lists every setting with its flag and variable', async () => {
+    const r = await runCli(['agent', '--help']);
+    assert.equal(r.code, 0);
+    assert.match(r.stdout, /--max-payload-bytes\s+KIZUNA_MAX_PAYLOAD_BYTES/);
+  });
+});
