@@ -9,8 +9,9 @@ import { fileURLToPath } from 'node:url';
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 import { KizunaError } from '../mesh/errors.js';
+import { SEGMENT_PATTERN } from '../mesh/topics.js';
 
-const Segment = Type.String({ pattern: '^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}$' });
+const Segment = Type.String({ pattern: SEGMENT_PATTERN });
 const MiB = 1024 * 1024;
 
 export const BUILTIN_MODELS_DIR = fileURLToPath(new URL('../../models/builtin/', import.meta.url));
@@ -32,7 +33,7 @@ export const ConfigSchema = Type.Object(
     maxBatch: Type.Integer({ minimum: 1, maximum: 4096, default: 64, description: 'most images in one request' }),
     replyCacheSize: Type.Integer({ minimum: 0, maximum: 1_000_000, default: 10_000, description: 'answered ids kept for idempotent retries' }),
     replyCacheTtlMs: Type.Integer({ minimum: 0, default: 10 * 60_000, description: 'how long an answered id is kept' }),
-    logLevel: Type.Union(['debug', 'info', 'warn', 'error', 'silent'].map((l) => Type.Literal(l)), { default: 'info' }),
+    logLevel: Type.Union(['debug', 'info', 'warn', 'error', 'silent'].map((l) => Type.Literal(l)), { default: 'info', description: 'debug, info, warn, error or silent' }),
   },
   { additionalProperties: false },
 );
@@ -40,7 +41,7 @@ export const ConfigSchema = Type.Object(
 export type Config = Static<typeof ConfigSchema> & { logLevel: 'debug' | 'info' | 'warn' | 'error' | 'silent' };
 
 function defaultNodeId(): string {
-  const base = os.hostname().replace(/[^A-Za-z0-9_.:-]/g, '-').replace(/^[^A-Za-z0-9_]+/, '') || 'node';
+  const base = os.hostname().replace(/[^A-Za-z0-9_.:-]/g, '-').replace(/\.{2,}/g, '.').replace(/^[^A-Za-z0-9_]+/, '') || 'node';
   return base.slice(0, 128);
 }
 
@@ -89,7 +90,7 @@ export function loadConfig(sources: ConfigSources = {}): Config {
     const fromFlag = flags[key];
     if (fromFlag !== undefined) [merged[key], origin[key]] = [coerce(schema, fromFlag), `--${kebab(key)}`];
   }
-  Object.assign(merged, sources.overrides);
+  for (const [k, v] of Object.entries(sources.overrides ?? {})) [merged[k], origin[k]] = [v, 'code'];
   if (file && Array.isArray(merged.models)) {
     // Relative model folders in a config file are relative to that file.
     merged.models = (merged.models as unknown[]).map((m) => (typeof m === 'string' && origin.models === file ? path.resolve(path.dirname(file), m) : m));

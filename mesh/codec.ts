@@ -42,8 +42,16 @@ export function tensorFromFrame(name: string, t: { dtype: DType; shape: number[]
   return fromBytes(name, t.dtype, t.shape, sliceRef(data, t), maxElements);
 }
 
+/** True when every value survives a trip through JSON numbers (no NaN/Infinity, no int64 beyond 2^53). */
+function jsonSafe(t: Tensor): boolean {
+  if (t.data instanceof BigInt64Array) return t.data.every((v) => v <= BigInt(Number.MAX_SAFE_INTEGER) && v >= BigInt(Number.MIN_SAFE_INTEGER));
+  if (t.dtype === 'float32' || t.dtype === 'float64') return (t.data as Float32Array).every(Number.isFinite);
+  return true;
+}
+
+/** Small tensors as readable numbers, others (and values JSON cannot hold) as base64 bytes. */
 export function tensorToJson(t: Tensor): JsonTensor {
-  if (t.data.length <= JSON_NUMBERS_MAX_ELEMENTS) return { dtype: t.dtype, shape: t.shape, data: toNumbers(t) };
+  if (t.data.length <= JSON_NUMBERS_MAX_ELEMENTS && jsonSafe(t)) return { dtype: t.dtype, shape: t.shape, data: toNumbers(t) };
   return { dtype: t.dtype, shape: t.shape, b64: Buffer.from(tensorBytes(t)).toString('base64') };
 }
 

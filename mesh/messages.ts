@@ -82,7 +82,7 @@ function decodeFrameRequest(payload: Uint8Array, limits: WireLimits): DecodedReq
 
 /** A schema violation, with the precise code when it is about a tensor's dtype or shape. */
 function schemaError(what: string, e: { path: string; text: string }): KizunaError {
-  if (/^\/inputs\/[^/]+\/dtype$/.test(e.path)) return new KizunaError('KZ_ERR_BAD_DTYPE', `${what} ${e.text} (dtypes: ${Object.keys(DTYPES).join(', ')})`);
+  if (/^\/inputs\/[^/]+\/(dtype|data\/\d+)$/.test(e.path)) return new KizunaError('KZ_ERR_BAD_DTYPE', `${what} ${e.text} (dtypes: ${Object.keys(DTYPES).join(', ')})`);
   if (/^\/inputs\/[^/]+\/shape(\/|$)/.test(e.path)) return new KizunaError('KZ_ERR_BAD_SHAPE', `${what} ${e.text}`);
   return new KizunaError('KZ_ERR_BAD_REQUEST', `${what} ${e.text}`);
 }
@@ -188,7 +188,7 @@ function wireOptions(o: EncodeOptions): Record<string, unknown> {
 /** A tensor request, as a KZB1 frame (compact, the default) or as readable JSON. */
 export function encodeTensorRequest(inputs: Record<string, Tensor>, options: EncodeOptions = {}, as: 'json' | 'binary' = 'binary'): Buffer {
   if (as === 'json') {
-    const json = Object.fromEntries(Object.entries(inputs).map(([name, t]) => [name, { dtype: t.dtype, shape: t.shape, data: Array.from(t.data as ArrayLike<number | bigint>, Number) }]));
+    const json = Object.fromEntries(Object.entries(inputs).map(([name, t]) => [name, tensorToJson(t)]));
     return Buffer.from(JSON.stringify({ inputs: json, ...wireOptions(options) }));
   }
   return writeFrame((place) => ({

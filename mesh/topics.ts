@@ -14,10 +14,11 @@ export const PROTOCOL_VERSION = 1;
 export const ROOT = `kizuna/v${PROTOCOL_VERSION}`;
 
 /** Mesh names, model names, client names, node ids and request ids: one safe topic level each. */
-const SEGMENT = /^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}$/;
+export const SEGMENT_PATTERN = '^(?!.*\\.\\.)[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}$';
+const SEGMENT = new RegExp(SEGMENT_PATTERN);
 
 export function isSegment(value: string): boolean {
-  return SEGMENT.test(value) && !value.includes('..');
+  return SEGMENT.test(value);
 }
 
 export function assertSegment(kind: string, value: string): void {
@@ -96,5 +97,5 @@ export function parseRequestTopic(
 export function parseNodeStatusTopic(topic: string): string | undefined {
   const parts = topic.split('/');
   if (parts.length !== 6 || `${parts[0]}/${parts[1]}` !== ROOT || parts[3] !== 'node' || parts[5] !== 'status') return undefined;
-  return parts[4];
+  return isSegment(parts[4]!) ? parts[4] : undefined;
 }

@@ -102,11 +102,21 @@ export class ModelStore {
     if (this.models.has(manifest.name)) {
       throw new KizunaError('KZ_ERR_MANIFEST', `${manifestPath}: a model named ${manifest.name} is already loaded`);
     }
-    const session = await this.engine.load(onnx, this.options);
-    const missing = manifest.inputs.map((i) => i.name).filter((n) => !session.inputNames.includes(n));
+    let session: ModelSession;
+    try {
+      session = await this.engine.load(onnx, this.options);
+    } catch (err) {
+      throw new KizunaError('KZ_ERR_MODEL_LOAD', `${manifestPath}: the runtime cannot load ${manifest.file}: ${(err as Error).message}`, { cause: err });
+    }
+    const missing = [
+      ...manifest.inputs.map((i) => i.name).filter((n) => !session.inputNames.includes(n)).map((n) => `input ${n}`),
+      ...manifest.outputs.map((o) => o.name).filter((n) => !session.outputNames.includes(n)).map((n) => `output ${n}`),
+    ];
+    const post = manifest.postprocess;
+    if (post?.kind === 'classify' && !manifest.outputs.some((o) => o.name === post.output)) missing.push(`output ${post.output} (postprocess)`);
     if (missing.length) {
       await session.release();
-      throw new KizunaError('KZ_ERR_MANIFEST', `${manifestPath}: the model has no input named ${missing.join(', ')}`);
+      throw new KizunaError('KZ_ERR_MANIFEST', `${manifestPath}: the model has no ${missing.join(', ')}`);
     }
     const model: LoadedModel = { manifest, session, bytes: onnx.length, ...(labels ? { labels } : {}) };
     this.models.set(manifest.name, model);
