@@ -51,7 +51,10 @@ export const envName = (key: string): string => 'KIZUNA_' + key.replace(/[A-Z]/g
 /** A string from a flag or the environment, as the schema's type for `key` wants it. */
 function coerce(schema: TSchema, raw: string): unknown {
   const type = (schema as { type?: string }).type;
-  if (type === 'integer' || type === 'number') return raw.trim() === '' ? raw : Number(raw);
+  if (type === 'integer' || type === 'number') {
+    // Plain decimal only ("0x10" or "1e3" in a config is more likely a mistake than a wish).
+    return /^\s*-?\d+(\.\d+)?\s*$/.test(raw) ? Number(raw) : raw;
+  }
   if (type === 'array') return raw.split(',').map((s) => s.trim()).filter(Boolean);
   return raw;
 }
@@ -113,5 +116,6 @@ export function describeConfig(): string {
       const def = schema.default !== undefined ? ` (default ${JSON.stringify(schema.default)})` : '';
       return `  --${kebab(key).padEnd(20)} ${envName(key).padEnd(26)} ${schema.description ?? ''}${def}`;
     })
+    .concat(`  ${'--config'.padEnd(22)} ${'KIZUNA_CONFIG'.padEnd(26)} a JSON file with any of the keys above (camelCase)`)
     .join('\n');
 }

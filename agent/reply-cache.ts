@@ -29,7 +29,13 @@ export class ReplyCache {
   set(key: string, reply: CachedReply): void {
     if (this.maxEntries === 0) return;
     this.entries.delete(key);
-    this.entries.set(key, { reply, at: this.now() });
+    const now = this.now();
+    // Entries are in insertion order, so the expired ones are at the front.
+    for (const [oldest, entry] of this.entries) {
+      if (now - entry.at <= this.ttlMs) break;
+      this.entries.delete(oldest);
+    }
+    this.entries.set(key, { reply, at: now });
     while (this.entries.size > this.maxEntries) this.entries.delete(this.entries.keys().next().value!);
   }
 

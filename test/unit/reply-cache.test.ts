@@ -89,3 +89,14 @@ test('maxEntries 1 keeps only the last reply', () => {
   assert.deepEqual(keys(c, ['a', 'b']), ['b']);
   assert.equal(c.size, 1);
 });
+
+test('expired entries never take a slot from a live one', () => {
+  const { c, clock } = cache(2, 100);
+  c.set('old-1', reply(1));
+  c.set('old-2', reply(2));
+  clock.now += 101;
+  c.set('new', reply(3));
+  assert.equal(c.size, 1, 'both expired entries were dropped when a new one arrived');
+  c.set('newer', reply(4));
+  assert.deepEqual(keys(c, ['new', 'newer']), ['new', 'newer']);
+});
