@@ -61,7 +61,7 @@ export class Agent {
       clientId: `kizuna-agent-${config.node}`,
       will: { topic: statusTopic, payload: JSON.stringify({ v: PROTOCOL_VERSION, node: config.node, online: false }), qos: 1, retain: true },
     });
-    this.worker = new Worker(this.transport, this.store, { ...config, mesh: config.mesh, node: config.node }, log.child('worker'));
+    this.worker = new Worker(this.transport, this.store, config, log.child('worker'));
     await this.worker.start();
     await this.transport.publish(statusTopic, JSON.stringify(this.status(true)), { retain: true });
     log.info(`agent ${config.node} serving mesh "${config.mesh}" on ${this.brokerUrl}`);

@@ -9,7 +9,7 @@ import { KizunaError, asKizunaError, type ErrorCode } from '../mesh/errors.js';
 import { decodeRequest, encodeError, encodeResult } from '../mesh/messages.js';
 import { parseRequestTopic, topics, type RequestTopic } from '../mesh/topics.js';
 import type { Transport } from '../mesh/mqtt.js';
-import type { ModelStore } from '../models/store.js';
+import type { LoadedModel, ModelStore } from '../models/store.js';
 import { answer, infer, prepare } from '../models/pipeline.js';
 import type { Logger } from './log.js';
 import { ReplyCache } from './reply-cache.js';
@@ -130,46 +130,45 @@ export class Worker extends EventEmitter {
 
   private async handle(req: RequestTopic, payload: Buffer, receivedAt: number): Promise<void> {
     const decoded = decodeRequest(payload, this.options);
-    const model = this.store.get(req.model, decoded.options.version);
-    if (!model) {
-      const loaded = this.store.list().map((m) => `${m.manifest.name}@${m.manifest.version}`).join(', ') || 'none';
-      const which = decoded.options.version ? `${req.model}@${decoded.options.version}` : req.model;
-      throw new KizunaError('KZ_ERR_UNKNOWN_MODEL', `no model ${which} here (loaded: ${loaded})`);
-    }
-    await this.prepareSlots.acquire();
-    let t0: number, t1: number, t2: number, t3: number;
-    let outputs;
-    try {
-      t0 = this.now();
+    const model = this.modelFor(req.model, decoded.options.version);
+    // The prepare slot is held until the inference ends: it bounds how many prepared inputs wait in memory.
+    const run = await this.prepareSlots.run(async () => {
+      const started = this.now();
       const prepared = await prepare(model, decoded.body, this.options);
-      t1 = this.now();
-      outputs = await this.inferSlots.run(async () => {
-        t2 = this.now();
-        return infer(model, prepared);
+      const preparedAt = this.now();
+      return this.inferSlots.run(async () => {
+        const inferStart = this.now();
+        const outputs = await infer(model, prepared);
+        return { started, preparedAt, inferStart, inferEnd: this.now(), outputs };
       });
-    } finally {
-      this.prepareSlots.release();
-    }
-    t3 = this.now();
-    const answers = answer(model, outputs, decoded.options.topK);
-    const t4 = this.now();
+    });
+    const answers = answer(model, run.outputs, decoded.options.topK);
+    const done = this.now();
+    const timings = {
+      queue_ms: round(run.started - receivedAt + (run.inferStart - run.preparedAt)),
+      pre_ms: round(run.preparedAt - run.started),
+      infer_ms: round(run.inferEnd - run.inferStart),
+      post_ms: round(done - run.inferEnd),
+      total_ms: round(done - receivedAt),
+    };
     const result = {
       id: req.id,
       model: model.manifest.name,
       version: model.manifest.version,
       agent: this.options.node,
-      ...(decoded.options.rawOutputs ? { outputs } : {}),
+      ...(decoded.options.rawOutputs ? { outputs: run.outputs } : {}),
       ...(answers ? { answers } : {}),
-      timings: {
-        queue_ms: round(t0 - receivedAt + (t2! - t1)),
-        pre_ms: round(t1 - t0),
-        infer_ms: round(t3 - t2!),
-        post_ms: round(t4 - t3),
-        total_ms: round(t4 - receivedAt),
-      },
+      timings,
     };
     this.stats.answered++;
     this.reply(req, req.id, encodeResult(result, decoded.options.reply));
+  }
+
+  private modelFor(name: string, version: string | undefined): LoadedModel {
+    const model = this.store.get(name, version);
+    if (model) return model;
+    const loaded = this.store.list().map((m) => `${m.manifest.name}@${m.manifest.version}`).join(', ') || 'none';
+    throw new KizunaError('KZ_ERR_UNKNOWN_MODEL', `no model ${version ? `${name}@${version}` : name} here (loaded: ${loaded})`);
   }
 
   private fail(req: Pick<RequestTopic, 'mesh' | 'client' | 'id'> & { model?: string }, err: KizunaError): void {

@@ -201,3 +201,9 @@ export async function preprocessImages(images: Uint8Array[], recipe: ImagePrepro
   const shape = recipe.layout === 'nchw' ? [images.length, C, H, W] : [images.length, H, W, C];
   return { tensor: { dtype: recipe.dtype ?? 'float32', shape, data: out }, sources: decoded.map((d) => d.source) };
 }
+
+/** Encodes raw gray pixels as PNG (demos and tests send images the way a camera app would). */
+export async function grayToPng(pixels: Uint8Array, width: number, height: number): Promise<Buffer> {
+  const sharp = await loadSharp();
+  return sharp(pixels, { raw: { width, height, channels: 1 } }).png({ compressionLevel: 1 }).toBuffer();
+}

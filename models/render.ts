@@ -1,10 +1,7 @@
-/** Renders raw pixels to image files (the demo and tests send digits as PNG, like a camera would). */
-export async function grayToPng(pixels: Uint8Array, width: number, height: number): Promise<Buffer> {
-  const sharp = (await import('sharp')).default;
-  return sharp(Buffer.from(pixels.buffer, pixels.byteOffset, pixels.byteLength), { raw: { width, height, channels: 1 } })
-    .png({ compressionLevel: 1 })
-    .toBuffer();
-}
+/** Renders MNIST digits as image files, as a camera or a drawing app would send them. */
+import { grayToPng } from './preprocess.js';
+
+export { grayToPng };
 
 /** A 28x28 MNIST digit (0..1 floats, white on black) as PNG bytes. */
 export function digitToPng(pixels: Float32Array): Promise<Buffer> {
