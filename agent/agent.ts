@@ -13,6 +13,7 @@ import { ModelStore } from '../models/store.js';
 import type { Config } from './config.js';
 import { createLogger, type Logger } from './log.js';
 import { Worker } from './worker.js';
+import { loadNodeId } from './identity.js';
 
 export interface AgentDeps {
   engine?: Engine;
@@ -27,6 +28,8 @@ export class Agent {
 
   private constructor(
     readonly config: Config,
+    /** This agent's id in the mesh: from the config, else kept in the data directory. */
+    readonly node: string,
     readonly store: ModelStore,
     private readonly log: Logger,
   ) {}
@@ -34,7 +37,8 @@ export class Agent {
   static async create(config: Config, deps: AgentDeps = {}): Promise<Agent> {
     const log = deps.log ?? createLogger(config.logLevel);
     const store = new ModelStore(deps.engine ?? new OnnxEngine(), { threads: config.threads });
-    return new Agent(config, store, log);
+    const node = config.node ?? (await loadNodeId(config.dataDir));
+    return new Agent(config, node, store, log);
   }
 
   /** The URL apps use to reach this agent's broker (or the external broker). */
@@ -55,22 +59,22 @@ export class Agent {
     for (const p of this.store.problems) log.error(`${p.code}: ${p.message}`);
     for (const m of this.store.list()) log.info(`model ${m.manifest.name}@${m.manifest.version} loaded (${(m.bytes / 1024).toFixed(0)} KiB)`);
     if (!config.broker) this.broker = await BrokerHost.create({ port: config.port, host: config.host, log: log.child('broker') });
-    const statusTopic = topics.nodeStatus(config.mesh, config.node);
+    const statusTopic = topics.nodeStatus(config.mesh, this.node);
     this.transport = await Transport.connect({
       url: this.brokerUrl,
-      clientId: `kizuna-agent-${config.node}`,
-      will: { topic: statusTopic, payload: JSON.stringify({ v: PROTOCOL_VERSION, node: config.node, online: false }), qos: 1, retain: true },
+      clientId: `kizuna-agent-${this.node}`,
+      will: { topic: statusTopic, payload: JSON.stringify({ v: PROTOCOL_VERSION, node: this.node, online: false }), qos: 1, retain: true },
     });
-    this.worker = new Worker(this.transport, this.store, config, log.child('worker'));
+    this.worker = new Worker(this.transport, this.store, { ...config, node: this.node }, log.child('worker'));
     await this.worker.start();
     await this.transport.publish(statusTopic, JSON.stringify(this.status(true)), { retain: true });
-    log.info(`agent ${config.node} serving mesh "${config.mesh}" on ${this.brokerUrl}`);
+    log.info(`agent ${this.node} serving mesh "${config.mesh}" on ${this.brokerUrl}`);
   }
 
   private status(online: boolean) {
     return {
       v: PROTOCOL_VERSION,
-      node: this.config.node,
+      node: this.node,
       online,
       role: this.broker ? 'broker' : 'agent',
       host: os.hostname(),
@@ -95,7 +99,7 @@ export class Agent {
     await this.worker?.stop();
     if (this.transport) {
       await this.transport
-        .publish(topics.nodeStatus(this.config.mesh, this.config.node), JSON.stringify(this.status(false)), { retain: true })
+        .publish(topics.nodeStatus(this.config.mesh, this.node), JSON.stringify(this.status(false)), { retain: true })
         .catch(() => undefined);
       await this.transport.close();
     }

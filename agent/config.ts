@@ -19,7 +19,8 @@ export const BUILTIN_MODELS_DIR = fileURLToPath(new URL('../../models/builtin/',
 export const ConfigSchema = Type.Object(
   {
     mesh: Type.String({ ...Segment, default: 'home', description: 'mesh name; agents and apps of one mesh share it' }),
-    node: Type.String({ ...Segment, default: defaultNodeId(), description: 'this agent\'s id in the mesh' }),
+    node: Type.Optional(Type.String({ ...Segment, description: 'this agent\'s id in the mesh (default: created once and kept in the data directory)' })),
+    dataDir: Type.String({ minLength: 1, default: defaultDataDir(), description: 'where the agent keeps its node id (and later its credentials and models)' }),
     port: Type.Integer({ minimum: 0, maximum: 65535, default: 1883, description: 'MQTT port of the embedded broker (0: any free port)' }),
     host: Type.String({ minLength: 1, default: '0.0.0.0', description: 'address the embedded broker listens on' }),
     broker: Type.Optional(Type.String({ pattern: '^mqtts?://', description: 'use this broker instead of hosting one' })),
@@ -40,9 +41,8 @@ export const ConfigSchema = Type.Object(
 
 export type Config = Static<typeof ConfigSchema> & { logLevel: 'debug' | 'info' | 'warn' | 'error' | 'silent' };
 
-function defaultNodeId(): string {
-  const base = os.hostname().replace(/[^A-Za-z0-9_.:-]/g, '-').replace(/\.{2,}/g, '.').replace(/^[^A-Za-z0-9_]+/, '') || 'node';
-  return base.slice(0, 128);
+function defaultDataDir(): string {
+  return path.join(os.homedir(), '.kizuna');
 }
 
 export const kebab = (key: string): string => key.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase());

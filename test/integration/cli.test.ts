@@ -49,7 +49,7 @@ describe('kizuna agent and kizuna infer', () => {
   });
 
   test('a second agent on a port in use gets a clear error', async () => {
-    const r = await runCli(['agent', '--host', '127.0.0.1', '--port', String(agent.port)]);
+    const r = await runCli(['agent', '--host', '127.0.0.1', '--port', String(agent.port), '--node', 'second']);
     assert.equal(r.code, 1);
     assert.match(r.stderr, new RegExp(`KZ_ERR_CONFIG: cannot listen on 127\\.0\\.0\\.1:${agent.port}: it is in use`));
   });
