@@ -22,6 +22,10 @@ export interface ClientOptions {
   /** The client name in request and reply topics (random when absent). */
   client?: string;
   timeoutMs?: number;
+  /** Send an unanswered request again (same id) after this long (default 2000 ms). */
+  resendMs?: number;
+  /** MQTT keepalive: a dead broker is noticed after about 1.5 times this (default 5 s). */
+  keepaliveSeconds?: number;
 }
 
 export interface InferOptions extends EncodeOptions {
@@ -34,18 +38,33 @@ export interface InferOptions extends EncodeOptions {
 export type InferInput = Uint8Array | Uint8Array[] | Record<string, Tensor>;
 export type InferResult = InferenceResult & { outputs: Record<string, Tensor> };
 
+interface Pending {
+  topic: string;
+  payload: Buffer;
+  sentAt: number;
+  resolve: (r: InferResult) => void;
+  reject: (e: Error) => void;
+  timer: NodeJS.Timeout;
+}
+
 export class KizunaClient {
-  private readonly pending = new Map<string, { resolve: (r: InferResult) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
+  private readonly pending = new Map<string, Pending>();
   private seq = 0;
   private readonly prefix = randomBytes(4).toString('hex');
+  private readonly resendTimer: NodeJS.Timeout;
 
   private constructor(
     private readonly transport: Transport,
     readonly mesh: string,
     readonly client: string,
     private readonly timeoutMs: number,
+    private readonly resendMs: number,
   ) {
     transport.onMessage((topic, payload) => this.onReply(topic, payload));
+    // After a reconnection (a broker failover), every unanswered request goes out again with its
+    // id: the mesh answers each id once, and this client keeps only the first reply.
+    transport.on('up', () => this.resend(0));
+    this.resendTimer = setInterval(() => this.resend(this.resendMs), Math.max(50, resendMs / 2));
   }
 
   static async connect(options: ClientOptions): Promise<KizunaClient> {
@@ -53,9 +72,9 @@ export class KizunaClient {
     const client = options.client ?? `app-${randomBytes(4).toString('hex')}`;
     assertSegment('mesh', mesh);
     assertSegment('client', client);
-    const transport = await Transport.connect({ url: options.url, clientId: `kizuna-${client}` });
+    const transport = await Transport.connect({ url: options.url, clientId: `kizuna-${client}`, keepaliveSeconds: options.keepaliveSeconds ?? 5 });
     await transport.subscribe(topics.repliesTo(mesh, client), 1);
-    return new KizunaClient(transport, mesh, client, options.timeoutMs ?? 30_000);
+    return new KizunaClient(transport, mesh, client, options.timeoutMs ?? 30_000, options.resendMs ?? 2_000);
   }
 
   async infer(model: string, input: InferInput, options: InferOptions = {}): Promise<InferResult> {
@@ -78,14 +97,20 @@ export class KizunaClient {
         this.pending.delete(id);
         reject(new KizunaError('KZ_ERR_TIMEOUT', `no reply to ${model} request ${id} within ${ms} ms`));
       }, ms);
-      this.pending.set(id, { resolve, reject, timer });
+      this.pending.set(id, { topic, payload, sentAt: performance.now(), resolve, reject, timer });
     });
-    try {
-      await this.transport.publish(topic, payload, { qos: 1 });
-    } catch (err) {
-      this.settle(id)?.reject(err as Error);
-    }
+    this.transport.publish(topic, payload, { qos: 1 }).catch((err: Error) => this.settle(id)?.reject(err));
     return answer;
+  }
+
+  /** Sends again the requests unanswered for `olderThanMs` (the same id: never a second answer). */
+  private resend(olderThanMs: number): void {
+    const now = performance.now();
+    for (const p of this.pending.values()) {
+      if (now - p.sentAt < olderThanMs) continue;
+      p.sentAt = now;
+      this.transport.publish(p.topic, p.payload, { qos: 1 }).catch(() => undefined);
+    }
   }
 
   private settle(id: string) {
@@ -110,6 +135,7 @@ export class KizunaClient {
   }
 
   async close(): Promise<void> {
+    clearInterval(this.resendTimer);
     for (const id of [...this.pending.keys()]) this.settle(id)?.reject(new KizunaError('KZ_ERR_SHUTTING_DOWN', 'client closed'));
     await this.transport.close();
   }

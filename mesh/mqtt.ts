@@ -1,51 +1,169 @@
 /**
- * Transport: the only module that touches mqtt.js. Adds TCP_NODELAY on every connection
- * (FIELD-NOTES: the Nagle trap) and a small promise API.
+ * Transport: the only module that touches mqtt.js. On top of it:
+ *  - TCP_NODELAY on every connection (FIELD-NOTES: the Nagle trap costs 40-80 ms a round trip);
+ *  - reconnection with capped exponential backoff and jitter (mqtt.js only has a fixed period, so
+ *    after a broker change every board would reconnect at the same instant), to a target that may
+ *    change between attempts (the mesh's broker after a failover);
+ *  - subscriptions restored and unacknowledged QoS 1 publishes sent again after a reconnection.
+ * Each connection is a fresh mqtt.js client with its own reconnection turned off: the target can
+ * change and nothing of a dead connection lingers.
  */
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import type { Socket } from 'node:net';
+import { EventEmitter } from 'node:events';
+import { KizunaError } from './errors.js';
+import { backoffDelay, DEFAULT_BACKOFF, type Backoff } from './backoff.js';
 
 export interface TransportOptions {
-  url: string;
+  /** The broker to connect to; a function is asked again before every attempt. */
+  url: string | (() => string | undefined);
   clientId?: string;
   keepaliveSeconds?: number;
   connectTimeoutMs?: number;
-  /** Retry the connection after a loss (ms between tries; 0 disables). */
-  reconnectPeriodMs?: number;
+  /** Reconnect after a loss (default true). The first connection always fails fast. */
+  reconnect?: boolean;
+  backoff?: Backoff;
+  random?: () => number;
   will?: { topic: string; payload: Buffer | string; qos: 0 | 1; retain: boolean };
 }
 
 /** `retained` is true when the broker replays a retained message to a new subscription. */
 export type MessageHandler = (topic: string, payload: Buffer, retained: boolean) => void;
 
-export class Transport {
-  private readonly handlers = new Set<MessageHandler>();
+interface Outgoing {
+  topic: string;
+  payload: Buffer | string;
+  qos: 0 | 1;
+  retain: boolean;
+  resolve: () => void;
+  reject: (err: Error) => void;
+}
 
-  private constructor(private readonly client: MqttClient) {
-    client.on('message', (topic, payload, packet) => {
-      for (const h of this.handlers) h(topic, payload, packet.retain);
-    });
-    const noDelay = () => (client.stream as Partial<Socket> | undefined)?.setNoDelay?.(true);
-    client.on('connect', noDelay);
-    noDelay();
+export class Transport extends EventEmitter {
+  private readonly handlers = new Set<MessageHandler>();
+  private readonly subscriptions = new Map<string, 0 | 1>();
+  /** Publishes waiting for a connection, and those sent but not yet acknowledged. */
+  private readonly outbox: Outgoing[] = [];
+  private readonly unacked = new Set<Outgoing>();
+  private client?: MqttClient;
+  private attempt = 0;
+  private retryTimer?: NodeJS.Timeout;
+  private closing = false;
+
+  private constructor(private readonly options: TransportOptions) {
+    super();
   }
 
+  /** Connects once (rejects with the reason if that fails), then keeps the connection up. */
   static async connect(options: TransportOptions): Promise<Transport> {
-    const opts: IClientOptions = {
-      protocolVersion: 4, // MQTT 3.1.1: what aedes and every broker speak
-      clientId: options.clientId ?? `kizuna-${Math.random().toString(16).slice(2, 10)}`,
-      keepalive: options.keepaliveSeconds ?? 30,
-      connectTimeout: options.connectTimeoutMs ?? 10_000,
-      reconnectPeriod: options.reconnectPeriodMs ?? 0,
-      clean: true,
-      ...(options.will ? { will: options.will } : {}),
-    };
-    const client = await mqtt.connectAsync(options.url, opts);
-    return new Transport(client);
+    const t = new Transport(options);
+    await t.open();
+    return t;
   }
 
   get connected(): boolean {
-    return this.client.connected;
+    return this.client?.connected ?? false;
+  }
+
+  /** The URL of the current connection, if any. */
+  get url(): string | undefined {
+    return this.connected ? this.currentUrl : undefined;
+  }
+  private currentUrl?: string;
+
+  private target(): string | undefined {
+    return typeof this.options.url === 'string' ? this.options.url : this.options.url();
+  }
+
+  private async open(): Promise<void> {
+    const url = this.target();
+    if (!url) throw new KizunaError('KZ_ERR_CONFIG', 'no broker to connect to');
+    const client = await mqtt.connectAsync(url, this.clientOptions());
+    this.attach(client, url);
+  }
+
+  private clientOptions(): IClientOptions {
+    const o = this.options;
+    return {
+      protocolVersion: 4, // MQTT 3.1.1: what aedes and every broker speak
+      clientId: o.clientId ?? `kizuna-${Math.random().toString(16).slice(2, 10)}`,
+      keepalive: o.keepaliveSeconds ?? 30,
+      connectTimeout: o.connectTimeoutMs ?? 10_000,
+      reconnectPeriod: 0,
+      clean: true,
+      ...(o.will ? { will: o.will } : {}),
+    };
+  }
+
+  private attach(client: MqttClient, url: string): void {
+    this.client = client;
+    this.currentUrl = url;
+    this.attempt = 0;
+    (client.stream as Partial<Socket> | undefined)?.setNoDelay?.(true);
+    client.on('message', (topic, payload, packet) => {
+      for (const h of this.handlers) h(topic, payload, packet.retain);
+    });
+    client.on('error', (err) => this.emit('error', err));
+    client.once('close', () => this.onClose(client));
+    if (this.subscriptions.size) {
+      const topics = Object.fromEntries([...this.subscriptions].map(([t, qos]) => [t, { qos }]));
+      client.subscribe(topics, (err) => err && this.emit('error', err));
+    }
+    const waiting = this.outbox.splice(0);
+    for (const out of waiting) this.send(out);
+    this.emit('up', url);
+  }
+
+  private onClose(client: MqttClient): void {
+    if (this.client !== client) return;
+    this.client = undefined;
+    client.removeAllListeners('message');
+    client.end(true);
+    // What the dead connection had not acknowledged goes out again on the next one.
+    this.outbox.unshift(...this.unacked);
+    this.unacked.clear();
+    if (this.closing) return;
+    this.emit('down');
+    if (this.options.reconnect === false) {
+      this.failPending(new KizunaError('KZ_ERR_SHUTTING_DOWN', 'connection to the broker lost'));
+      return;
+    }
+    this.scheduleRetry();
+  }
+
+  private scheduleRetry(): void {
+    const delay = backoffDelay(this.attempt++, this.options.backoff ?? DEFAULT_BACKOFF, this.options.random ?? Math.random);
+    this.retryTimer = setTimeout(() => void this.retry(), delay);
+  }
+
+  private async retry(): Promise<void> {
+    this.retryTimer = undefined;
+    if (this.closing) return;
+    const url = this.target();
+    if (!url) return this.scheduleRetry();
+    const client = mqtt.connect(url, this.clientOptions());
+    const outcome = await new Promise<boolean>((resolve) => {
+      client.once('connect', () => resolve(true));
+      client.once('close', () => resolve(false));
+      client.once('error', () => resolve(false));
+    });
+    if (outcome && !this.closing) return this.attach(client, url);
+    client.removeAllListeners();
+    client.on('error', () => undefined);
+    client.end(true);
+    if (!this.closing) this.scheduleRetry();
+  }
+
+  /** Drops the current connection and reconnects at once (the broker changed). */
+  reconnectNow(): void {
+    if (this.retryTimer) {
+      clearTimeout(this.retryTimer);
+      this.retryTimer = undefined;
+      this.attempt = 0;
+      void this.retry();
+    } else {
+      this.client?.stream.destroy();
+    }
   }
 
   onMessage(handler: MessageHandler): () => void {
@@ -54,28 +172,63 @@ export class Transport {
   }
 
   onConnectionChange(listener: (up: boolean) => void): void {
-    this.client.on('connect', () => listener(true));
-    this.client.on('close', () => listener(false));
+    this.on('up', () => listener(true));
+    this.on('down', () => listener(false));
   }
 
+  /** Subscribes now if connected, and again after every reconnection. */
   async subscribe(topic: string | string[], qos: 0 | 1 = 1): Promise<void> {
-    const granted = await this.client.subscribeAsync(topic, { qos });
+    const list = Array.isArray(topic) ? topic : [topic];
+    for (const t of list) this.subscriptions.set(t, qos);
+    if (!this.client?.connected) return;
+    const granted = await this.client.subscribeAsync(list, { qos });
     const refused = granted.filter((g) => g.qos === 128);
     if (refused.length) throw new Error(`subscription refused: ${refused.map((g) => g.topic).join(', ')}`);
   }
 
   async unsubscribe(topic: string | string[]): Promise<void> {
-    await this.client.unsubscribeAsync(topic);
+    const list = Array.isArray(topic) ? topic : [topic];
+    for (const t of list) this.subscriptions.delete(t);
+    if (this.client?.connected) await this.client.unsubscribeAsync(list);
   }
 
-  /** Resolves when the broker has the message (PUBACK for QoS 1). */
-  async publish(topic: string, payload: Buffer | string, options: { qos?: 0 | 1; retain?: boolean } = {}): Promise<void> {
-    await this.client.publishAsync(topic, payload, { qos: options.qos ?? 1, retain: options.retain ?? false });
+  /**
+   * Resolves when a broker has the message (PUBACK for QoS 1). While disconnected the message
+   * waits; one sent on a connection that dies unacknowledged is sent again (at least once).
+   */
+  publish(topic: string, payload: Buffer | string, options: { qos?: 0 | 1; retain?: boolean } = {}): Promise<void> {
+    if (this.closing) return Promise.reject(new KizunaError('KZ_ERR_SHUTTING_DOWN', 'transport closed'));
+    return new Promise<void>((resolve, reject) => {
+      const out = { topic, payload, qos: options.qos ?? 1, retain: options.retain ?? false, resolve, reject };
+      if (this.client?.connected) this.send(out);
+      else this.outbox.push(out);
+    });
   }
 
-  /** Closes after in-flight messages are acknowledged; `force` drops them. */
+  private send(out: Outgoing): void {
+    const client = this.client!;
+    this.unacked.add(out);
+    client.publish(out.topic, out.payload, { qos: out.qos, retain: out.retain }, (err) => {
+      if (!this.unacked.delete(out)) return; // already moved back to the outbox by a close
+      if (err) out.reject(err);
+      else out.resolve();
+    });
+  }
+
+  private failPending(err: Error): void {
+    for (const out of this.outbox.splice(0)) out.reject(err);
+  }
+
+  /** Closes after in-flight messages are acknowledged (unless `force`); queued ones fail. */
   async close(force = false): Promise<void> {
+    this.closing = true;
+    if (this.retryTimer) clearTimeout(this.retryTimer);
     this.handlers.clear();
-    await this.client.endAsync(force);
+    const client = this.client;
+    this.client = undefined;
+    this.failPending(new KizunaError('KZ_ERR_SHUTTING_DOWN', 'transport closed'));
+    if (client) await client.endAsync(force);
+    for (const out of this.unacked) out.reject(new KizunaError('KZ_ERR_SHUTTING_DOWN', 'transport closed'));
+    this.unacked.clear();
   }
 }
