@@ -1,0 +1,138 @@
+/**
+ * The mesh port (1883 by default) on every agent. A connection is routed by what the agent is:
+ *  - the elected broker: handed to the embedded broker (no extra hop);
+ *  - any other agent: piped to the elected broker, so apps may use ANY board's address and still
+ *    reach the mesh after a failover (they reconnect to the same board, which now pipes elsewhere);
+ *  - during an election: held, paused, until there is a broker to route it to.
+ * A connection whose first byte is 'K' is a hello probe (static discovery), answered by `onHello`.
+ * A piped connection starts with one 'P' byte: it is served only by a broker, never piped again,
+ * so two agents with momentarily different views can never pipe a client round in a loop.
+ * Sockets get TCP_NODELAY: without it every round trip costs 40-80 ms (FIELD-NOTES: the Nagle trap).
+ */
+import net from 'node:net';
+import { once } from 'node:events';
+import type { Logger } from '../agent/log.js';
+import { KizunaError } from '../mesh/errors.js';
+import type { EmbeddedBroker } from './embedded.js';
+
+const PIPED = 0x50; // 'P'
+
+export type Route = { kind: 'broker'; broker: EmbeddedBroker } | { kind: 'proxy'; host: string; port: number } | { kind: 'hold' };
+
+export interface ListenerOptions {
+  port: number;
+  host: string;
+  log: Logger;
+  onHello?: (socket: net.Socket) => void;
+  /** A held connection is closed after this long without a broker (the client retries). */
+  holdTimeoutMs?: number;
+  maxHeld?: number;
+}
+
+export class MeshListener {
+  private route: Route = { kind: 'hold' };
+  private readonly held = new Map<net.Socket, { first: Buffer; piped: boolean; timer: NodeJS.Timeout }>();
+  /** Connections routed to the broker or piped, so a change of broker can close them. */
+  private readonly routed = new Set<net.Socket>();
+
+  private constructor(
+    private readonly server: net.Server,
+    private readonly options: ListenerOptions,
+  ) {}
+
+  static async create(options: ListenerOptions): Promise<MeshListener> {
+    const server = net.createServer({ noDelay: true, pauseOnConnect: true });
+    const listener = new MeshListener(server, options);
+    server.on('connection', (socket) => listener.accept(socket));
+    server.listen(options.port, options.host);
+    try {
+      await Promise.race([once(server, 'listening'), once(server, 'error').then(([e]) => Promise.reject(e))]);
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      const why = { EADDRINUSE: 'is in use (another agent or MQTT broker?)', EACCES: 'needs privileges', EADDRNOTAVAIL: 'is not an address of this machine' }[e.code ?? ''];
+      if (why) throw new KizunaError('KZ_ERR_CONFIG', `cannot listen on ${options.host}:${options.port}: it ${why}; choose another with --port or --host`, { cause: err });
+      throw err;
+    }
+    options.log.info(`broker listening on ${options.host}:${listener.port}`);
+    return listener;
+  }
+
+  get port(): number {
+    return (this.server.address() as net.AddressInfo).port;
+  }
+
+  /** Routes new connections (and the held ones) to `route`; open connections are not moved. */
+  setRoute(route: Route): void {
+    this.route = route;
+    if (route.kind === 'hold') return;
+    for (const [socket, { first, piped, timer }] of this.held) {
+      clearTimeout(timer);
+      this.held.delete(socket);
+      this.dispatch(socket, first, piped);
+    }
+  }
+
+  /** Closes the routed connections: their clients reconnect and meet the current route. */
+  dropRouted(): void {
+    for (const socket of this.routed) socket.destroy();
+    this.routed.clear();
+  }
+
+  private accept(socket: net.Socket): void {
+    socket.on('error', (err) => this.options.log.debug(`connection error: ${err.message}`));
+    socket.once('data', (chunk: Buffer) => {
+      socket.pause();
+      if (chunk[0] === 0x4b /* K */ && this.options.onHello) return this.options.onHello(socket);
+      const piped = chunk[0] === PIPED;
+      const first = piped ? chunk.subarray(1) : chunk;
+      if (this.route.kind !== 'hold') return this.dispatch(socket, first, piped);
+      if (this.held.size >= (this.options.maxHeld ?? 1000)) return void socket.destroy();
+      const timer = setTimeout(() => {
+        this.held.delete(socket);
+        socket.destroy();
+      }, this.options.holdTimeoutMs ?? 10_000);
+      this.held.set(socket, { first, piped, timer });
+      socket.once('close', () => {
+        clearTimeout(timer);
+        this.held.delete(socket);
+      });
+    });
+    socket.resume();
+  }
+
+  private dispatch(socket: net.Socket, first: Buffer, piped: boolean): void {
+    const route = this.route;
+    if (piped && route.kind !== 'broker') return void socket.destroy(); // the client retries
+    this.routed.add(socket);
+    socket.once('close', () => this.routed.delete(socket));
+    if (route.kind === 'broker') {
+      if (first.length) socket.unshift(first);
+      route.broker.handle(socket);
+      socket.resume();
+      return;
+    }
+    if (route.kind === 'proxy') {
+      const upstream = net.connect({ host: route.host, port: route.port, noDelay: true });
+      upstream.on('error', () => socket.destroy());
+      socket.on('error', () => upstream.destroy());
+      upstream.once('close', () => socket.destroy());
+      socket.once('close', () => upstream.destroy());
+      upstream.write(Buffer.from([PIPED]));
+      if (first.length) upstream.write(first);
+      socket.pipe(upstream);
+      upstream.pipe(socket);
+      socket.resume();
+    }
+  }
+
+  async stop(): Promise<void> {
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    for (const [socket, { timer }] of this.held) {
+      clearTimeout(timer);
+      socket.destroy();
+    }
+    this.held.clear();
+    this.dropRouted();
+    await closed;
+  }
+}
