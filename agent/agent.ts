@@ -1,29 +1,54 @@
 /**
  * The agent's composition root: every seam is created, started and stopped here, in order.
- * start: model store -> embedded broker (unless an external one is configured) -> MQTT -> worker -> status
- * stop:  worker drains (every accepted request answered) -> status offline -> MQTT -> broker -> models
+ *
+ * start: models -> mesh listener -> discovery -> election (broker here, or follow one) ->
+ *        MQTT through the listener -> roster mirror and worker -> status (birth; the will is death)
+ * stop:  status draining -> worker answers what it accepted -> status offline -> MQTT ->
+ *        broker role -> discovery -> listener -> models
+ *
+ * With `--broker URL` there is no listener and no election: the agent uses that broker.
  */
 import os from 'node:os';
-import { BrokerHost } from '../broker/host.js';
-import { Transport } from '../mesh/mqtt.js';
+import { randomBytes } from 'node:crypto';
+import { MeshListener } from '../broker/listener.js';
+import { Transport, type Will } from '../mesh/mqtt.js';
+import { Roster } from '../mesh/roster.js';
+import type { NodeStatus } from '../mesh/status.js';
 import { topics, PROTOCOL_VERSION } from '../mesh/topics.js';
 import type { Engine } from '../models/engine.js';
 import { OnnxEngine } from '../models/onnx-engine.js';
 import { ModelStore } from '../models/store.js';
+import type { Advert, Role } from './advert.js';
+import { agentClientId, BrokerRole } from './broker-role.js';
 import type { Config } from './config.js';
+import { Coordinator, type BrokerRef, type CoordinatorHost } from './coordinator.js';
+import { createDiscovery, type Discovery } from './discovery/index.js';
+import { answerHello, probe } from './discovery/hello.js';
+import { loadNodeId } from './identity.js';
 import { createLogger, type Logger } from './log.js';
 import { Worker } from './worker.js';
-import { loadNodeId } from './identity.js';
 
 export interface AgentDeps {
   engine?: Engine;
   log?: Logger;
+  /** Replaces the discovery the config asks for (tests: an in-memory network). */
+  discovery?: Discovery;
 }
 
 export class Agent {
-  private broker?: BrokerHost;
+  readonly roster = new Roster();
+  readonly instance = randomBytes(6).toString('hex');
+  private readonly started = Date.now();
+  private listener?: MeshListener;
+  private discovery?: Discovery;
+  private coordinator?: Coordinator;
+  private brokerRole?: BrokerRole;
   private transport?: Transport;
   private worker?: Worker;
+  private role: Role = 'joining';
+  private term = 0;
+  private seq = 0;
+  private draining = false;
   private stopping?: Promise<void>;
 
   private constructor(
@@ -32,20 +57,21 @@ export class Agent {
     readonly node: string,
     readonly store: ModelStore,
     private readonly log: Logger,
+    private readonly deps: AgentDeps,
   ) {}
 
   static async create(config: Config, deps: AgentDeps = {}): Promise<Agent> {
     const log = deps.log ?? createLogger(config.logLevel);
     const store = new ModelStore(deps.engine ?? new OnnxEngine(), { threads: config.threads });
     const node = config.node ?? (await loadNodeId(config.dataDir));
-    return new Agent(config, node, store, log);
+    return new Agent(config, node, store, log, deps);
   }
 
-  /** The URL apps use to reach this agent's broker (or the external broker). */
+  /** The URL apps can use: this agent's mesh port (any agent's works), or the external broker. */
   get brokerUrl(): string {
     if (this.config.broker) return this.config.broker;
     const host = this.config.host === '0.0.0.0' || this.config.host === '::' ? '127.0.0.1' : this.config.host;
-    return `mqtt://${host.includes(':') ? `[${host}]` : host}:${this.broker?.port ?? this.config.port}`;
+    return `mqtt://${host.includes(':') ? `[${host}]` : host}:${this.listener?.port ?? this.config.port}`;
   }
 
   /** The worker, once started (its events and stats are what tests and health reports read). */
@@ -53,37 +79,164 @@ export class Agent {
     return this.worker;
   }
 
+  /** This agent's place in the mesh now. */
+  get mesh(): { role: Role; term: number; broker?: BrokerRef } {
+    return this.coordinator?.current ?? { role: this.role, term: this.term };
+  }
+
+  get dispatcher() {
+    return this.brokerRole?.dispatcher;
+  }
+
   async start(): Promise<void> {
     const { config, log } = this;
     await this.store.loadFolders(config.models);
     for (const p of this.store.problems) log.error(`${p.code}: ${p.message}`);
     for (const m of this.store.list()) log.info(`model ${m.manifest.name}@${m.manifest.version} loaded (${(m.bytes / 1024).toFixed(0)} KiB)`);
-    if (!config.broker) this.broker = await BrokerHost.create({ port: config.port, host: config.host, log: log.child('broker') });
-    const statusTopic = topics.nodeStatus(config.mesh, this.node);
-    this.transport = await Transport.connect({
-      url: this.brokerUrl,
-      clientId: `kizuna-agent-${this.node}`,
-      will: { topic: statusTopic, payload: JSON.stringify({ v: PROTOCOL_VERSION, node: this.node, online: false }), qos: 1, retain: true },
-    });
-    this.worker = new Worker(this.transport, this.store, { ...config, node: this.node }, log.child('worker'));
-    await this.worker.start();
-    await this.transport.publish(statusTopic, JSON.stringify(this.status(true)), { retain: true });
-    log.info(`agent ${this.node} serving mesh "${config.mesh}" on ${this.brokerUrl}`);
+    if (config.broker) {
+      this.role = 'agent';
+      await this.connect(config.broker);
+    } else {
+      await this.joinMesh();
+      await this.connect(`mqtt://127.0.0.1:${this.listener!.port}`);
+    }
+    log.info(`agent ${this.node} serving mesh "${config.mesh}" on ${this.brokerUrl} as ${this.mesh.role}`);
   }
 
-  private status(online: boolean) {
+  private async joinMesh(): Promise<void> {
+    const { config, log } = this;
+    this.listener = await MeshListener.create({ port: config.port, host: config.host, log: log.child('listener'), onHello: (s) => answerHello(s, this.advert()) });
+    const peers = config.peers.map((p) => ({ host: p.slice(0, p.lastIndexOf(':')), port: Number(p.slice(p.lastIndexOf(':') + 1)) }));
+    // An agent listening on loopback only cannot be reached by other boards: no multicast for it.
+    const mdns = config.discovery === 'mdns' && !isLoopback(config.host);
+    this.discovery =
+      this.deps.discovery ??
+      createDiscovery({ mesh: config.mesh, peers, disabled: !mdns && !peers.length, ...(config.mdnsInterface ? { mdnsInterface: config.mdnsInterface } : {}), log });
+    this.discovery.on('duplicate', (a: Advert) => log.error(`another live board uses this node id (${a.node}) at ${a.addresses.join(', ')}: a copied SD card? give one of them a fresh id`));
+    const alone = !this.deps.discovery && !mdns && !peers.length;
+    this.coordinator = new Coordinator(this.discovery, this.coordinatorHost(), { self: () => this.advert(), formationMs: alone ? 0 : config.formationMs, log: log.child('election') });
+    this.coordinator.on('role', (role: Role, term: number) => {
+      [this.role, this.term] = [role, term];
+      void this.publishStatus();
+    });
+    await this.discovery.start(this.advert());
+    await this.coordinator.start();
+  }
+
+  private coordinatorHost(): CoordinatorHost {
+    const { config, log } = this;
+    return {
+      becomeBroker: async (term, failed) => {
+        const self = this.advert();
+        const record = { v: 1 as const, node: this.node, term, host: self.addresses[0] ?? '127.0.0.1', port: self.port, since: Date.now() };
+        this.brokerRole = await BrokerRole.start({ mesh: config.mesh, self: this.node, record, mirror: this.roster, failed, rejoinGraceMs: config.rejoinGraceMs, log: log.child('broker') });
+        this.listener!.setRoute({ kind: 'broker', broker: this.brokerRole.broker });
+        this.listener!.dropRouted();
+        this.transport?.reconnectNow();
+      },
+      stepDown: async () => {
+        this.listener!.setRoute({ kind: 'hold' });
+        await this.brokerRole?.stop();
+        this.brokerRole = undefined;
+      },
+      follow: (b) => {
+        this.listener!.setRoute({ kind: 'proxy', host: b.host, port: b.port });
+        this.listener!.dropRouted();
+        this.transport?.reconnectNow();
+      },
+      hold: () => this.listener!.setRoute({ kind: 'hold' }),
+      advertise: (role, term) => {
+        [this.role, this.term] = [role, term];
+        void this.discovery?.update(this.advert()).catch((err: Error) => log.warn(`advert update failed: ${err.message}`));
+      },
+      roster: () => this.roster.all(),
+      probe: (host, port) => probe(host, port, config.probeTimeoutMs),
+    };
+  }
+
+  /** The MQTT connection (through this agent's own listener, or to the external broker). */
+  private async connect(url: string): Promise<void> {
+    const { config, log } = this;
+    const statusTopic = topics.nodeStatus(config.mesh, this.node);
+    this.transport = await Transport.connect({
+      url,
+      clientId: agentClientId(this.node),
+      keepaliveSeconds: config.keepaliveSeconds,
+      connectTimeoutMs: Math.max(2000, config.formationMs * 2),
+      // Each connection has its own number; a will from an older one never marks this one dead.
+      will: (): Will => ({ topic: statusTopic, payload: JSON.stringify({ ...this.status(), online: false, seq: ++this.seq }), qos: 1, retain: true }),
+    });
+    this.transport.on('error', (err: Error) => log.debug(`mqtt: ${err.message}`));
+    this.transport.on('down', () => this.coordinator?.brokerConnectionLost());
+    this.transport.on('up', () => void this.publishStatus());
+    this.transport.onMessage((topic, payload) => this.onMeshMessage(topic, payload));
+    await this.transport.subscribe([topics.allNodeStatus(config.mesh)], 1);
+    this.worker = new Worker(this.transport, this.store, { ...config, node: this.node }, log.child('worker'));
+    await this.worker.start();
+    await this.publishStatus();
+  }
+
+  private onMeshMessage(topic: string, payload: Buffer): void {
+    if (!this.roster.accept(topic, payload)) return;
+    const mine = this.roster.get(this.node);
+    // A late will of our own older connection: say again that we are alive.
+    if (mine && mine.instance === this.instance && !mine.online && !this.stopping) void this.publishStatus();
+    this.coordinator?.membersChanged();
+  }
+
+  private async publishStatus(online = true): Promise<void> {
+    if (!this.transport) return;
+    const status = { ...this.status(), online };
+    this.roster.set(status);
+    await this.transport.publish(topics.nodeStatus(this.config.mesh, this.node), JSON.stringify(status), { retain: true }).catch(() => undefined);
+  }
+
+  /** What this agent tells the mesh about itself: in mDNS, in hello answers, in its status. */
+  advert(): Advert {
+    const { config } = this;
     return {
       v: PROTOCOL_VERSION,
+      mesh: config.mesh,
       node: this.node,
-      online,
-      role: this.broker ? 'broker' : 'agent',
-      host: os.hostname(),
+      instance: this.instance,
+      role: this.role,
+      term: this.term,
+      port: this.listener?.port ?? config.port,
+      addresses: this.addresses(),
+      eligible: config.eligible,
+      ramMiB: Math.round(os.totalmem() / 1024 / 1024),
+      cores: os.availableParallelism(),
+      throttled: false,
+    };
+  }
+
+  private addresses(): string[] {
+    const { host, mdnsInterface } = this.config;
+    if (host !== '0.0.0.0' && host !== '::') return [host];
+    if (mdnsInterface) return [mdnsInterface];
+    const found = Object.values(os.networkInterfaces())
+      .flat()
+      .filter((i) => i && !i.internal && i.family === 'IPv4')
+      .map((i) => i!.address);
+    return found.length ? found : ['127.0.0.1'];
+  }
+
+  private status(): NodeStatus {
+    const { instance: _i, v: _v, mesh: _m, ...advert } = this.advert();
+    return {
+      v: 1,
+      ...advert,
+      instance: this.instance,
+      started: this.started,
+      seq: this.seq,
+      online: true,
+      ...(this.draining ? { draining: true } : {}),
       models: this.store.list().map(({ manifest: m }) => ({
         name: m.name,
         version: m.version,
         sha256: m.sha256,
         inputs: m.inputs,
-        image: m.preprocess ? { width: m.preprocess.width, height: m.preprocess.height, channels: m.preprocess.channels } : undefined,
+        ...(m.preprocess ? { image: { width: m.preprocess.width, height: m.preprocess.height, channels: m.preprocess.channels } } : {}),
       })),
     };
   }
@@ -96,15 +249,21 @@ export class Agent {
 
   private async shutdown(): Promise<void> {
     const { log } = this;
+    this.coordinator?.stop();
+    // Draining first: the dispatcher stops giving this agent new tasks, the accepted ones finish.
+    this.draining = true;
+    await this.publishStatus();
     await this.worker?.stop();
-    if (this.transport) {
-      await this.transport
-        .publish(topics.nodeStatus(this.config.mesh, this.node), JSON.stringify(this.status(false)), { retain: true })
-        .catch(() => undefined);
-      await this.transport.close();
-    }
-    await this.broker?.stop();
+    await this.publishStatus(false);
+    await this.transport?.close();
+    await this.brokerRole?.stop();
+    await this.discovery?.stop();
+    await this.listener?.stop();
     await this.store.close();
     log.info('agent stopped');
   }
+}
+
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || host.startsWith('127.');
 }

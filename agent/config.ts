@@ -23,7 +23,15 @@ export const ConfigSchema = Type.Object(
     dataDir: Type.String({ minLength: 1, default: defaultDataDir(), description: 'where the agent keeps its node id (and later its credentials and models)' }),
     port: Type.Integer({ minimum: 0, maximum: 65535, default: 1883, description: 'MQTT port of the embedded broker (0: any free port)' }),
     host: Type.String({ minLength: 1, default: '0.0.0.0', description: 'address the embedded broker listens on' }),
-    broker: Type.Optional(Type.String({ pattern: '^mqtts?://', description: 'use this broker instead of hosting one' })),
+    broker: Type.Optional(Type.String({ pattern: '^mqtts?://', description: 'use this broker (Mosquitto, EMQX...) instead of electing one' })),
+    discovery: Type.Union([Type.Literal('mdns'), Type.Literal('none')], { default: 'mdns', description: 'mdns: find the other agents on the local network; none: this agent alone (or --peers)' }),
+    peers: Type.Array(Type.String({ pattern: '^[^\\s:]+:\\d{1,5}$' }), { default: [], description: 'host:port of other agents, for networks without multicast (comma separated)' }),
+    mdnsInterface: Type.Optional(Type.String({ pattern: '^\\d{1,3}(\\.\\d{1,3}){3}$', description: 'IPv4 address of the interface for mDNS on a multi-homed host' })),
+    eligible: Type.Boolean({ default: true, description: 'may host the mesh broker' }),
+    formationMs: Type.Integer({ minimum: 0, maximum: 60_000, default: 1500, description: 'how long a starting agent looks for a broker before electing one' }),
+    probeTimeoutMs: Type.Integer({ minimum: 10, maximum: 60_000, default: 500, description: 'how long to wait for a peer to answer a hello' }),
+    keepaliveSeconds: Type.Integer({ minimum: 1, maximum: 600, default: 1, description: 'MQTT keepalive: a silent broker is noticed after 1 to 2 of these' }),
+    rejoinGraceMs: Type.Integer({ minimum: 0, maximum: 600_000, default: 5000, description: 'after a failover, members not back within this are marked offline' }),
     models: Type.Array(Type.String({ minLength: 1 }), { default: [BUILTIN_MODELS_DIR], description: 'model folders (comma separated)' }),
     threads: Type.Integer({ minimum: 1, maximum: 64, default: 1, description: 'onnxruntime threads per inference' }),
     concurrency: Type.Integer({ minimum: 1, maximum: 64, default: 1, description: 'inferences run at once' }),
@@ -34,6 +42,7 @@ export const ConfigSchema = Type.Object(
     maxBatch: Type.Integer({ minimum: 1, maximum: 4096, default: 64, description: 'most images in one request' }),
     replyCacheSize: Type.Integer({ minimum: 0, maximum: 1_000_000, default: 10_000, description: 'answered ids kept for idempotent retries' }),
     replyCacheTtlMs: Type.Integer({ minimum: 0, default: 10 * 60_000, description: 'how long an answered id is kept' }),
+    replyCacheBytes: Type.Integer({ minimum: 0, default: 32 * MiB, description: 'memory for kept replies; the oldest go first' }),
     logLevel: Type.Union(['debug', 'info', 'warn', 'error', 'silent'].map((l) => Type.Literal(l)), { default: 'info', description: 'debug, info, warn, error or silent' }),
   },
   { additionalProperties: false },
@@ -56,6 +65,7 @@ function coerce(schema: TSchema, raw: string): unknown {
     return /^\s*-?\d+(\.\d+)?\s*$/.test(raw) ? Number(raw) : raw;
   }
   if (type === 'array') return raw.split(',').map((s) => s.trim()).filter(Boolean);
+  if (type === 'boolean') return ({ true: true, '1': true, yes: true, false: false, '0': false, no: false } as Record<string, boolean>)[raw.trim().toLowerCase()] ?? raw;
   return raw;
 }
 

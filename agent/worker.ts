@@ -7,7 +7,7 @@
 import { EventEmitter } from 'node:events';
 import { KizunaError, asKizunaError, type ErrorCode } from '../mesh/errors.js';
 import { decodeRequest, encodeError, encodeResult } from '../mesh/messages.js';
-import { parseRequestTopic, topics, type RequestTopic } from '../mesh/topics.js';
+import { parseTaskTopic, topics, type RequestTopic } from '../mesh/topics.js';
 import type { Transport } from '../mesh/mqtt.js';
 import type { LoadedModel, ModelStore } from '../models/store.js';
 import { answer, infer, prepare } from '../models/pipeline.js';
@@ -26,6 +26,7 @@ export interface WorkerOptions {
   maxBatch: number;
   replyCacheSize: number;
   replyCacheTtlMs: number;
+  replyCacheBytes?: number;
   now?: () => number;
 }
 
@@ -33,7 +34,6 @@ export interface WorkerStats {
   received: number;
   answered: number;
   errors: Partial<Record<ErrorCode, number>>;
-  dropped: number;
   duplicates: number;
 }
 
@@ -42,7 +42,7 @@ const TRANSIENT: ReadonlySet<ErrorCode> = new Set(['KZ_ERR_OVERLOADED', 'KZ_ERR_
 
 /** Events: 'accepted' (key) when a request is taken, 'replied' (key, errorCode?) when its reply is sent. */
 export class Worker extends EventEmitter {
-  readonly stats: WorkerStats = { received: 0, answered: 0, errors: {}, dropped: 0, duplicates: 0 };
+  readonly stats: WorkerStats = { received: 0, answered: 0, errors: {}, duplicates: 0 };
   private readonly cache: ReplyCache;
   private readonly running = new Set<string>();
   private readonly inferSlots: Semaphore;
@@ -62,7 +62,7 @@ export class Worker extends EventEmitter {
   ) {
     super();
     this.now = options.now ?? (() => performance.now());
-    this.cache = new ReplyCache(options.replyCacheSize, options.replyCacheTtlMs);
+    this.cache = new ReplyCache(options.replyCacheSize, options.replyCacheTtlMs, Date.now, options.replyCacheBytes);
     this.inferSlots = new Semaphore(options.concurrency);
     this.prepareSlots = new Semaphore(options.concurrency + 1);
   }
@@ -73,7 +73,12 @@ export class Worker extends EventEmitter {
       if (retained) this.log.warn(`ignored a retained request on ${topic}; publish requests without retain`);
       else this.onMessage(topic, payload);
     });
-    await this.transport.subscribe(topics.allRequests(this.options.mesh), 1);
+    await this.transport.subscribe(this.taskTopic, 1);
+  }
+
+  /** The dispatcher hands this agent its requests on its own task topic. */
+  private get taskTopic(): string {
+    return topics.tasksFor(this.options.mesh, this.options.node);
   }
 
   /**
@@ -84,7 +89,7 @@ export class Worker extends EventEmitter {
     this.draining = true;
     if (this.running.size) await new Promise<void>((resolve) => (this.idle = resolve));
     await Promise.allSettled([...this.publishes]);
-    await this.transport.unsubscribe(topics.allRequests(this.options.mesh)).catch(() => undefined);
+    await this.transport.unsubscribe(this.taskTopic).catch(() => undefined);
     this.unlisten?.();
   }
 
@@ -93,19 +98,9 @@ export class Worker extends EventEmitter {
   }
 
   private onMessage(topic: string, payload: Buffer): void {
-    if (!topic.startsWith(topics.allRequests(this.options.mesh).slice(0, -1))) return;
+    const req = parseTaskTopic(topic);
+    if (!req || req.mesh !== this.options.mesh || req.node !== this.options.node) return;
     this.stats.received++;
-    const parsed = parseRequestTopic(topic);
-    if (!parsed.ok) {
-      if (!parsed.replyTo) {
-        this.stats.dropped++;
-        this.log.warn(`dropped a message with no usable reply topic: ${parsed.error.message}`);
-        return;
-      }
-      this.reply(parsed.replyTo, parsed.replyTo.id, encodeError(parsed.replyTo.id, this.options.node, parsed.error), parsed.error.code);
-      return;
-    }
-    const req = parsed.topic;
     const key = `${req.client}/${req.id}`;
     const cached = this.cache.get(key);
     if (cached || this.running.has(key)) {

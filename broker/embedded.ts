@@ -48,6 +48,27 @@ export class EmbeddedBroker {
     );
   }
 
+  /**
+   * Receives, inside the broker process, what is published on `topic` (a filter): the dispatcher
+   * sits here so a request costs no extra network hop. Returns the unsubscribe function.
+   */
+  async subscribe(topic: string, handler: (topic: string, payload: Buffer, retained: boolean) => void): Promise<() => Promise<void>> {
+    const deliver = (packet: { topic: string; payload: string | Buffer; retain: boolean }, done: () => void) => {
+      try {
+        handler(packet.topic, Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload), packet.retain);
+      } finally {
+        done();
+      }
+    };
+    await new Promise<void>((resolve) => this.aedes.subscribe(topic, deliver, resolve));
+    return () => new Promise<void>((resolve) => this.aedes.unsubscribe(topic, deliver, resolve));
+  }
+
+  /** Whether a client with this MQTT client id is connected now. */
+  hasClient(clientId: string): boolean {
+    return Boolean((this.aedes as unknown as { clients: Record<string, unknown> }).clients[clientId]);
+  }
+
   /** Closes every client connection and the broker. */
   stop(): Promise<void> {
     this.log.debug('embedded broker closing');

@@ -24,7 +24,15 @@ export interface TransportOptions {
   reconnect?: boolean;
   backoff?: Backoff;
   random?: () => number;
-  will?: { topic: string; payload: Buffer | string; qos: 0 | 1; retain: boolean };
+  /** The last will; a function is asked again for every connection (its payload may change). */
+  will?: Will | (() => Will);
+}
+
+export interface Will {
+  topic: string;
+  payload: Buffer | string;
+  qos: 0 | 1;
+  retain: boolean;
 }
 
 /** `retained` is true when the broker replays a retained message to a new subscription. */
@@ -91,7 +99,7 @@ export class Transport extends EventEmitter {
       connectTimeout: o.connectTimeoutMs ?? 10_000,
       reconnectPeriod: 0,
       clean: true,
-      ...(o.will ? { will: o.will } : {}),
+      ...(o.will ? { will: typeof o.will === 'function' ? o.will() : o.will } : {}),
     };
   }
 

@@ -3,7 +3,9 @@
  *
  *   kizuna/v1/<mesh>/req/<model>/<client>/<id>   request, published by an app
  *   kizuna/v1/<mesh>/res/<client>/<id>           its reply (result or error)
+ *   kizuna/v1/<mesh>/task/<node>/<model>/<client>/<id>   a request given to one agent by the dispatcher
  *   kizuna/v1/<mesh>/node/<node>/status          retained: the agent's models and state
+ *   kizuna/v1/<mesh>/broker                      retained: the elected broker and its term
  *
  * The reply topic is derived from the request topic, so a raw image published with
  * mosquitto_pub (no room for metadata in MQTT 3.1.1) still says where its answer goes.
@@ -45,6 +47,19 @@ export const topics = {
   /** Subscription for every reply to one client. */
   repliesTo(mesh: string, client: string): string {
     return `${ROOT}/${mesh}/res/${client}/+`;
+  },
+  /** A request handed to one agent by the dispatcher (same payload, same reply topic). */
+  task(mesh: string, node: string, req: { model: string; client: string; id: string }): string {
+    return `${ROOT}/${mesh}/task/${node}/${req.model}/${req.client}/${req.id}`;
+  },
+  tasksFor(mesh: string, node: string): string {
+    return `${ROOT}/${mesh}/task/${node}/#`;
+  },
+  allReplies(mesh: string): string {
+    return `${ROOT}/${mesh}/res/#`;
+  },
+  brokerRecord(mesh: string): string {
+    return `${ROOT}/${mesh}/broker`;
   },
   nodeStatus(mesh: string, node: string): string {
     return `${ROOT}/${mesh}/node/${node}/status`;
@@ -91,6 +106,21 @@ export function parseRequestTopic(
     };
   }
   return { ok: true, topic: { mesh, model, client, id } };
+}
+
+/** A task topic's parts (tasks are built by the dispatcher from valid requests only). */
+export function parseTaskTopic(topic: string): (RequestTopic & { node: string }) | undefined {
+  const parts = topic.split('/');
+  if (parts.length !== 8 || `${parts[0]}/${parts[1]}` !== ROOT || parts[3] !== 'task') return undefined;
+  const [, , mesh, , node, model, client, id] = parts as [string, string, string, string, string, string, string, string];
+  return [mesh, node, model, client, id].every(isSegment) ? { mesh, node, model, client, id } : undefined;
+}
+
+/** The client and id of a reply topic, or undefined. */
+export function parseReplyTopic(topic: string): { client: string; id: string } | undefined {
+  const parts = topic.split('/');
+  if (parts.length !== 6 || `${parts[0]}/${parts[1]}` !== ROOT || parts[3] !== 'res') return undefined;
+  return isSegment(parts[4]!) && isSegment(parts[5]!) ? { client: parts[4]!, id: parts[5]! } : undefined;
 }
 
 /** The node id in a node status topic, or undefined. */

@@ -33,6 +33,13 @@ test('defaults, with no file, no environment and no flags', () => {
     dataDir: path.join(os.homedir(), '.kizuna'),
     port: 1883,
     host: '0.0.0.0',
+    discovery: 'mdns',
+    peers: [],
+    eligible: true,
+    formationMs: 1500,
+    probeTimeoutMs: 500,
+    keepaliveSeconds: 1,
+    rejoinGraceMs: 5000,
     models: [BUILTIN_MODELS_DIR],
     threads: 1,
     concurrency: 1,
@@ -43,6 +50,7 @@ test('defaults, with no file, no environment and no flags', () => {
     maxBatch: 64,
     replyCacheSize: 10_000,
     replyCacheTtlMs: 600_000,
+    replyCacheBytes: 32 * 1024 * 1024,
     logLevel: 'info',
   });
   assert.equal(c.node, undefined, 'the node id comes from the data directory, not the config');

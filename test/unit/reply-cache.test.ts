@@ -100,3 +100,17 @@ test('expired entries never take a slot from a live one', () => {
   c.set('newer', reply(4));
   assert.deepEqual(keys(c, ['new', 'newer']), ['new', 'newer']);
 });
+
+test('the cache keeps to its byte budget, dropping the oldest replies first', () => {
+  const big = (n: number): CachedReply => ({ topic: `t/${n}`, payload: Buffer.alloc(400) });
+  const c = new ReplyCache(100, 60_000, () => 0, 1000);
+  c.set('a', big(1));
+  c.set('b', big(2));
+  assert.equal(c.bytes, 800);
+  c.set('c', big(3));
+  assert.equal(c.bytes, 800, 'a went to make room for c');
+  assert.deepEqual(keys(c, ['a', 'b', 'c']), ['b', 'c']);
+  c.set('huge', { topic: 't/h', payload: Buffer.alloc(2000) });
+  assert.equal(c.get('huge'), undefined, 'a reply over the whole budget is not cached');
+  assert.deepEqual(keys(c, ['b', 'c']), ['b', 'c']);
+});

@@ -1,0 +1,272 @@
+/**
+ * The election driver: decides what this agent is (the broker, or a follower of one) and keeps the
+ * mesh listener routed to the elected broker. The decisions are election.ts's pure functions; this
+ * class only gathers the facts (adverts, the roster, hello probes) and acts on the answers.
+ *
+ *  - forming: listen (connections held), advertise, look for a broker for `formationMs`; follow
+ *    the best broker seen, else walk the candidates by rank: the first one alive becomes broker.
+ *  - broker lost (our MQTT connection dropped and the broker no longer answers a hello): walk the
+ *    successors (the standby first) the same way; every agent stops at the same live node.
+ *  - another broker of the mesh seen (a healed partition): the higher term, then the better rank,
+ *    wins; the loser steps down and its followers move over.
+ */
+import { EventEmitter } from 'node:events';
+import type { Advert, Role } from './advert.js';
+import type { Discovery } from './discovery/discovery.js';
+import { decide, nextTerm, resolveSplit, successors, type BrokerClaim, type RankInputs } from './election.js';
+import type { Logger } from './log.js';
+import type { NodeStatus } from '../mesh/status.js';
+
+export interface BrokerRef {
+  node: string;
+  term: number;
+  host: string;
+  port: number;
+}
+
+/** What the coordinator drives; the agent implements it with the listener, aedes and the dispatcher. */
+export interface CoordinatorHost {
+  /** Runs the embedded broker here (seeded with the mirrored retained state) and routes to it. */
+  becomeBroker(term: number, failed: readonly string[]): Promise<void>;
+  /** Stops running the broker here (a healed partition chose another one). */
+  stepDown(): Promise<void>;
+  /** Routes the listener to another agent's broker and reconnects this agent through it. */
+  follow(broker: BrokerRef): void;
+  /** Holds new connections while there is no broker. */
+  hold(): void;
+  /** Publishes the new role in mDNS / hello answers. */
+  advertise(role: Role, term: number): void;
+  /** Every node this agent knows from the roster, online or not (liveness comes from MQTT). */
+  roster(): NodeStatus[];
+  probe(host: string, port: number): Promise<Advert>;
+}
+
+export interface CoordinatorOptions {
+  self: () => Advert;
+  formationMs: number;
+  log: Logger;
+}
+
+export class Coordinator extends EventEmitter {
+  private role: Role = 'joining';
+  private term = 0;
+  private broker?: BrokerRef;
+  private busy: Promise<void> = Promise.resolve();
+  private stopped = false;
+
+  constructor(
+    private readonly discovery: Discovery,
+    private readonly host: CoordinatorHost,
+    private readonly options: CoordinatorOptions,
+  ) {
+    super();
+    discovery.on('peer', (advert: Advert) => this.onPeer(advert));
+  }
+
+  get current(): { role: Role; term: number; broker?: BrokerRef } {
+    return { role: this.role, term: this.term, ...(this.broker ? { broker: this.broker } : {}) };
+  }
+
+  /** Forms or joins the mesh; resolves once this agent is the broker or follows one. */
+  async start(): Promise<void> {
+    this.host.hold();
+    const seen = await this.waitForBroker(this.options.formationMs);
+    await this.serialize(() => (seen ? this.tryFollow(seen) : Promise.resolve(false)).then((ok) => (ok ? undefined : this.elect([]))));
+  }
+
+  stop(): void {
+    this.stopped = true;
+  }
+
+  /** The agent's own MQTT connection to the broker dropped: is the broker gone? */
+  brokerConnectionLost(): void {
+    if (this.role === 'broker' || this.stopped) return;
+    void this.serialize(async () => {
+      const broker = this.broker;
+      if (!broker) return this.elect([]);
+      try {
+        const a = await this.host.probe(broker.host, broker.port);
+        if (a.role === 'broker' && a.node === broker.node) return; // still there: the transport reconnects
+      } catch {
+        // refused or silent: it is gone
+      }
+      this.options.log.warn(`broker ${broker.node} (term ${broker.term}) is gone; electing`);
+      await this.elect([broker.node]);
+    });
+  }
+
+  /** Runs one election step at a time: events arrive while a walk is still probing. */
+  private serialize(step: () => Promise<void>): Promise<void> {
+    this.busy = this.busy.then(step).catch((err: Error) => this.options.log.error(`election: ${err.stack ?? err.message}`));
+    return this.busy;
+  }
+
+  private brokerAdverts(): Advert[] {
+    return [...this.discovery.peers().values()].filter((a) => a.role === 'broker' && a.term > 0);
+  }
+
+  /** The best broker advert seen within `ms`, or undefined. */
+  private waitForBroker(ms: number): Promise<Advert | undefined> {
+    const best = () => bestClaim(this.brokerAdverts());
+    return new Promise((resolve) => {
+      const found = best();
+      if (found || ms <= 0) return resolve(found);
+      const onPeer = (a: Advert) => {
+        if (a.role !== 'broker') return;
+        finish();
+      };
+      const finish = () => {
+        clearTimeout(timer);
+        this.discovery.off('peer', onPeer);
+        resolve(best());
+      };
+      const timer = setTimeout(finish, ms);
+      this.discovery.on('peer', onPeer);
+    });
+  }
+
+  /** Follows `advert` if it answers a hello as a broker. */
+  private async tryFollow(advert: Advert): Promise<boolean> {
+    const host = advert.addresses[0];
+    if (!host) return false;
+    try {
+      const a = await this.host.probe(host, advert.port);
+      if (a.role !== 'broker') return false;
+      this.setFollowing({ node: a.node, term: a.term, host, port: a.port });
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Walks the candidates by rank (the standby first); the first one alive is, or becomes, broker. */
+  private async elect(failed: string[]): Promise<void> {
+    if (this.stopped) return;
+    this.host.hold();
+    this.role = 'joining';
+    const self = this.options.self();
+    const members = this.candidates(self);
+    const incumbent = this.broker ? { node: this.broker.node, term: this.broker.term } : undefined;
+    const order = successors({ members, ...(incumbent ? { incumbent } : {}) }, failed);
+    for (const node of order) {
+      if (node === self.node) return this.lead(failed);
+      const c = members.find((m) => m.node === node)!;
+      const host = c.addresses[0];
+      if (!host) continue;
+      try {
+        const a = await this.host.probe(host, c.port);
+        // Alive: it is the broker already, or it walks the same list and stops at itself.
+        this.setFollowing({ node: a.node, term: Math.max(a.term, this.term), host, port: a.port });
+        return;
+      } catch {
+        failed.push(node);
+      }
+    }
+    if (self.eligible) return this.lead(failed);
+    this.options.log.warn('no broker and no eligible agent reachable; waiting');
+  }
+
+  /** Everyone this agent knows, with what it needs to rank and reach them. */
+  private candidates(self: Advert): Advert[] {
+    const byNode = new Map<string, Advert>();
+    for (const a of this.discovery.peers().values()) byNode.set(a.node, a);
+    // mDNS never forgets a killed node; the roster (wills, keepalive) says who is really gone.
+    for (const s of this.host.roster()) {
+      if (s.node === self.node) continue;
+      if (!s.online) byNode.delete(s.node);
+      else if (s.port && s.addresses?.length) byNode.set(s.node, statusToAdvert(s));
+    }
+    byNode.set(self.node, self);
+    return [...byNode.values()];
+  }
+
+  private async lead(failed: readonly string[]): Promise<void> {
+    const terms = [this.term, this.broker?.term ?? 0, ...[...this.discovery.peers().values()].map((a) => a.term), ...this.host.roster().map((s) => s.term ?? 0)];
+    const term = nextTerm(terms);
+    this.options.log.info(`becoming the broker (term ${term})`);
+    await this.host.becomeBroker(term, failed);
+    const self = this.options.self();
+    this.role = 'broker';
+    this.term = term;
+    this.broker = { node: self.node, term, host: self.addresses[0] ?? '127.0.0.1', port: self.port };
+    this.host.advertise('broker', term);
+    this.emit('role', 'broker', term);
+  }
+
+  private setFollowing(broker: BrokerRef): void {
+    this.broker = broker;
+    this.term = broker.term;
+    this.role = this.standbyIsMe(broker.node) ? 'standby' : 'agent';
+    this.host.follow(broker);
+    this.host.advertise(this.role, this.term);
+    this.options.log.info(`following broker ${broker.node} (term ${broker.term}) at ${broker.host}:${broker.port} as ${this.role}`);
+    this.emit('role', this.role, this.term);
+  }
+
+  private standbyIsMe(brokerNode: string): boolean {
+    const self = this.options.self();
+    const members = this.candidates(self);
+    return decide({ members, incumbent: { node: brokerNode, term: this.term } }).standby === self.node;
+  }
+
+  /** The roster changed: the standby may be someone else now. */
+  membersChanged(): void {
+    if (this.role !== 'agent' && this.role !== 'standby') return;
+    const role = this.standbyIsMe(this.broker!.node) ? 'standby' : 'agent';
+    if (role === this.role) return;
+    this.role = role;
+    this.host.advertise(role, this.term);
+    this.emit('role', role, this.term);
+  }
+
+  /** A peer's advert: another broker of this mesh means a healed partition (or a stale view). */
+  private onPeer(advert: Advert): void {
+    if (this.stopped || advert.role !== 'broker' || advert.term === 0 || advert.node === this.broker?.node) return;
+    if (this.role === 'joining') return; // the walk in progress will find it
+    const mine = this.claimOf(this.broker);
+    if (mine && resolveSplit(mine, advert).node === mine.node) return;
+    void this.serialize(async () => {
+      if (this.role === 'broker') {
+        this.options.log.warn(`broker ${advert.node} (term ${advert.term}) outranks this one (term ${this.term}): stepping down`);
+        await this.host.stepDown();
+        this.role = 'agent';
+      }
+      if (!(await this.tryFollow(advert))) await this.elect([]);
+    });
+  }
+
+  private claimOf(broker: BrokerRef | undefined): BrokerClaim | undefined {
+    if (!broker) return undefined;
+    const self = this.options.self();
+    const inputs: RankInputs | undefined =
+      broker.node === self.node ? self : this.candidates(self).find((c) => c.node === broker.node);
+    return inputs ? { ...pickRank(inputs), term: broker.term } : undefined;
+  }
+}
+
+function pickRank(a: RankInputs): RankInputs {
+  return { node: a.node, eligible: a.eligible, ramMiB: a.ramMiB, cores: a.cores, throttled: a.throttled };
+}
+
+/** The winning claim among broker adverts (higher term, then better rank). */
+function bestClaim(adverts: Advert[]): Advert | undefined {
+  return adverts.reduce<Advert | undefined>((best, a) => (!best ? a : resolveSplit(best, a).node === best.node ? best : a), undefined);
+}
+
+export function statusToAdvert(s: NodeStatus): Advert {
+  return {
+    v: 1,
+    mesh: '',
+    node: s.node,
+    instance: s.instance,
+    role: s.role ?? 'agent',
+    term: s.term ?? 0,
+    port: s.port ?? 0,
+    addresses: s.addresses ?? [],
+    eligible: s.eligible ?? false,
+    ramMiB: s.ramMiB ?? 0,
+    cores: s.cores ?? 0,
+    throttled: s.throttled ?? false,
+  };
+}
+

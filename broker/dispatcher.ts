@@ -1,0 +1,155 @@
+/**
+ * The dispatcher runs inside the elected broker's process (aedes has no shared subscriptions, so
+ * someone must hand each request to exactly one agent). It reads every request, picks an online
+ * agent that serves the model (fewest outstanding tasks first), and forwards the same payload on
+ * that agent's task topic; the agent replies straight to the app. Outstanding tasks of an agent
+ * that dies or restarts are handed to another agent, so each request still gets its answer.
+ * Requests whose topic is bad, or whose model nobody serves, are answered here with an error.
+ */
+import { KizunaError, type ErrorCode } from '../mesh/errors.js';
+import { encodeError } from '../mesh/messages.js';
+import { Roster } from '../mesh/roster.js';
+import { parseReplyTopic, parseRequestTopic, topics, type RequestTopic } from '../mesh/topics.js';
+import type { Logger } from '../agent/log.js';
+
+/** What the dispatcher needs of a broker: in-process subscribe and publish. */
+export interface BrokerPort {
+  subscribe(topic: string, handler: (topic: string, payload: Buffer, retained: boolean) => void): Promise<() => Promise<void>>;
+  publish(topic: string, payload: Buffer, retain: boolean): Promise<void>;
+}
+
+interface Task {
+  req: RequestTopic;
+  payload: Buffer;
+  node: string;
+  instance: string;
+}
+
+export interface DispatcherStats {
+  dispatched: number;
+  redispatched: number;
+  absorbed: number;
+  /** Requests answered here with an error, by code. */
+  refused: Partial<Record<ErrorCode, number>>;
+}
+
+export class Dispatcher {
+  readonly roster = new Roster();
+  readonly stats: DispatcherStats = { dispatched: 0, redispatched: 0, absorbed: 0, refused: {} };
+  private readonly tasks = new Map<string, Task>();
+  /** Which agent answered a recent id, so a retry reaches the agent that has its reply cached. */
+  private readonly answeredBy = new Map<string, string>();
+  private unsubscribers: (() => Promise<void>)[] = [];
+
+  constructor(
+    private readonly broker: BrokerPort,
+    private readonly options: { mesh: string; node: string; log: Logger; memory?: number },
+  ) {
+    this.roster.on('change', (node: string) => this.onNodeChange(node));
+  }
+
+  async start(): Promise<void> {
+    const { mesh } = this.options;
+    const on = async (topic: string, handler: (topic: string, payload: Buffer) => void) =>
+      this.unsubscribers.push(await this.broker.subscribe(topic, (t, p) => this.guard(() => handler(t, p))));
+    await on(topics.allNodeStatus(mesh), (t, p) => this.roster.accept(t, p));
+    await on(topics.allReplies(mesh), (t) => this.onReply(t));
+    await on(topics.allRequests(mesh), (t, p) => this.onRequest(t, p));
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all(this.unsubscribers.splice(0).map((u) => u()));
+  }
+
+  get outstanding(): number {
+    return this.tasks.size;
+  }
+
+  /** A failing handler never takes the broker down. */
+  private guard(fn: () => void): void {
+    try {
+      fn();
+    } catch (err) {
+      this.options.log.error(`dispatcher: ${(err as Error).stack ?? err}`);
+    }
+  }
+
+  private onRequest(topic: string, payload: Buffer): void {
+    const parsed = parseRequestTopic(topic);
+    if (!parsed.ok) {
+      if (parsed.replyTo) this.refuse(parsed.replyTo, parsed.error);
+      else this.options.log.warn(`dropped a message with no usable reply topic: ${parsed.error.message}`);
+      return;
+    }
+    const req = parsed.topic;
+    const key = `${req.client}/${req.id}`;
+    if (this.tasks.has(key)) {
+      this.stats.absorbed++; // a retry of a request still running: its answer is on the way
+      return;
+    }
+    const previous = this.answeredBy.get(key);
+    const agent = (previous && this.roster.get(previous)?.online ? this.roster.get(previous) : undefined) ?? this.pick(req.model);
+    if (!agent) return this.refuse(req, this.noAgent(req.model), req.model);
+    this.assign({ req, payload, node: agent.node, instance: agent.instance });
+    this.stats.dispatched++;
+  }
+
+  /** The online agent serving `model` with the fewest outstanding tasks (ties: node id). */
+  private pick(model: string) {
+    const load = new Map<string, number>();
+    for (const t of this.tasks.values()) load.set(t.node, (load.get(t.node) ?? 0) + 1);
+    return this.roster
+      .serving(model)
+      .sort((a, b) => (load.get(a.node) ?? 0) - (load.get(b.node) ?? 0) || (a.node < b.node ? -1 : a.node > b.node ? 1 : 0))[0];
+  }
+
+  private assign(task: Task): void {
+    this.tasks.set(`${task.req.client}/${task.req.id}`, task);
+    this.broker.publish(topics.task(this.options.mesh, task.node, task.req), task.payload, false).catch((err: Error) => {
+      this.options.log.warn(`task for ${task.node} not published: ${err.message}`);
+    });
+  }
+
+  private onReply(topic: string): void {
+    const r = parseReplyTopic(topic);
+    if (!r) return;
+    const key = `${r.client}/${r.id}`;
+    const task = this.tasks.get(key);
+    if (!task) return;
+    this.tasks.delete(key);
+    this.answeredBy.set(key, task.node);
+    const limit = this.options.memory ?? 10_000;
+    while (this.answeredBy.size > limit) this.answeredBy.delete(this.answeredBy.keys().next().value!);
+  }
+
+  /** An agent went offline or restarted: its unanswered tasks go to another agent. */
+  private onNodeChange(node: string): void {
+    const status = this.roster.get(node);
+    for (const [key, task] of this.tasks) {
+      if (task.node !== node || (status?.online && status.instance === task.instance)) continue;
+      this.tasks.delete(key);
+      const next = this.pick(task.req.model);
+      if (!next) {
+        this.refuse(task.req, this.noAgent(task.req.model), task.req.model);
+        continue;
+      }
+      this.options.log.info(`task ${key} of ${node} handed to ${next.node}`);
+      this.assign({ ...task, node: next.node, instance: next.instance });
+      this.stats.redispatched++;
+    }
+  }
+
+  private noAgent(model: string): KizunaError {
+    if (this.roster.serving(model, true).length) {
+      return new KizunaError('KZ_ERR_SHUTTING_DOWN', `every agent serving ${model} is shutting down; retry with the same id`);
+    }
+    const models = [...new Set(this.roster.online().flatMap((s) => s.models?.map((m) => m.name) ?? []))].sort().join(', ') || 'none';
+    return new KizunaError('KZ_ERR_UNKNOWN_MODEL', `no agent of mesh ${this.options.mesh} serves model ${model} (served: ${models})`);
+  }
+
+  private refuse(to: { mesh: string; client: string; id: string }, err: KizunaError, model?: string): void {
+    this.stats.refused[err.code] = (this.stats.refused[err.code] ?? 0) + 1;
+    const payload = encodeError(to.id, this.options.node, err, model);
+    this.broker.publish(topics.reply(to.mesh, to.client, to.id), payload, false).catch(() => undefined);
+  }
+}
