@@ -209,9 +209,14 @@ export class Coordinator extends EventEmitter {
     return decide({ members, incumbent: { node: brokerNode, term: this.term } }).standby === self.node;
   }
 
-  /** The roster changed: the standby may be someone else now. */
+  /** The roster changed: the standby may be someone else now, the broker's term may be known. */
   membersChanged(): void {
     if (this.role !== 'agent' && this.role !== 'standby') return;
+    const brokerTerm = this.host.roster().find((s) => s.node === this.broker!.node)?.term ?? 0;
+    if (brokerTerm > this.term) {
+      this.term = this.broker!.term = brokerTerm;
+      this.host.advertise(this.role, this.term);
+    }
     const role = this.standbyIsMe(this.broker!.node) ? 'standby' : 'agent';
     if (role === this.role) return;
     this.role = role;
