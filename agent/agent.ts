@@ -24,7 +24,8 @@ import type { Config } from './config.js';
 import { Coordinator, type BrokerRef, type CoordinatorHost } from './coordinator.js';
 import { createDiscovery, type Discovery } from './discovery/index.js';
 import { answerHello, probe } from './discovery/hello.js';
-import { loadNodeId } from './identity.js';
+import { loadNodeId, renewNodeId } from './identity.js';
+import { KizunaError } from '../mesh/errors.js';
 import { createLogger, type Logger } from './log.js';
 import { Worker } from './worker.js';
 
@@ -51,10 +52,12 @@ export class Agent {
   private draining = false;
   private stopping?: Promise<void>;
 
+  private duplicateOf?: Advert;
+
   private constructor(
     readonly config: Config,
     /** This agent's id in the mesh: from the config, else kept in the data directory. */
-    readonly node: string,
+    private nodeId: string,
     readonly store: ModelStore,
     private readonly log: Logger,
     private readonly deps: AgentDeps,
@@ -65,6 +68,10 @@ export class Agent {
     const store = new ModelStore(deps.engine ?? new OnnxEngine(), { threads: config.threads });
     const node = config.node ?? (await loadNodeId(config.dataDir));
     return new Agent(config, node, store, log, deps);
+  }
+
+  get node(): string {
+    return this.nodeId;
   }
 
   /** The URL apps can use: this agent's mesh port (any agent's works), or the external broker. */
@@ -112,15 +119,42 @@ export class Agent {
     this.discovery =
       this.deps.discovery ??
       createDiscovery({ mesh: config.mesh, peers, disabled: !mdns && !peers.length, ...(config.mdnsInterface ? { mdnsInterface: config.mdnsInterface } : {}), log });
-    this.discovery.on('duplicate', (a: Advert) => log.error(`another live board uses this node id (${a.node}) at ${a.addresses.join(', ')}: a copied SD card? give one of them a fresh id`));
+    this.discovery.on('duplicate', (a: Advert) => {
+      if (a.node !== this.node || a.instance === this.instance) return;
+      if (this.role === 'joining') this.duplicateOf = a;
+      else log.warn(`board at ${a.addresses.join(', ')} claims this node id (${a.node}); it is the newcomer and must take another`);
+    });
     const alone = !this.deps.discovery && !mdns && !peers.length;
-    this.coordinator = new Coordinator(this.discovery, this.coordinatorHost(), { self: () => this.advert(), formationMs: alone ? 0 : config.formationMs, log: log.child('election') });
+    this.coordinator = new Coordinator(this.discovery, this.coordinatorHost(), {
+      self: () => this.advert(),
+      formationMs: alone ? 0 : config.formationMs,
+      beforeJoining: () => this.settleIdentity(),
+      log: log.child('election'),
+    });
     this.coordinator.on('role', (role: Role, term: number) => {
       [this.role, this.term] = [role, term];
       void this.publishStatus();
     });
     await this.discovery.start(this.advert());
     await this.coordinator.start();
+  }
+
+  /**
+   * A live board of the mesh already uses this node id (an SD card copied to a second Pi): this
+   * board, the newcomer, takes a fresh id, or stops with a clear error when the id was configured.
+   */
+  private async settleIdentity(): Promise<void> {
+    const other = this.duplicateOf;
+    if (!other) return;
+    const where = other.addresses.join(', ') || 'another address';
+    if (this.config.node) {
+      throw new KizunaError('KZ_ERR_CONFIG', `node id ${this.node} is already used by a live board at ${where} (a copied SD card or config?); choose another with --node`);
+    }
+    const old = this.node;
+    this.nodeId = await renewNodeId(this.config.dataDir);
+    this.duplicateOf = undefined;
+    this.log.warn(`node id ${old} is already used by a live board at ${where} (a copied SD card?): this board is now ${this.node}, kept in ${this.config.dataDir}`);
+    await this.discovery!.update(this.advert());
   }
 
   private coordinatorHost(): CoordinatorHost {

@@ -43,6 +43,8 @@ export interface CoordinatorHost {
 
 export interface CoordinatorOptions {
   self: () => Advert;
+  /** Called once the formation window has passed, before this agent takes a role (identity checks). */
+  beforeJoining?: () => Promise<void>;
   formationMs: number;
   log: Logger;
 }
@@ -71,6 +73,7 @@ export class Coordinator extends EventEmitter {
   async start(): Promise<void> {
     this.host.hold();
     const seen = await this.waitForBroker(this.options.formationMs);
+    await this.options.beforeJoining?.();
     await this.serialize(() => (seen ? this.tryFollow(seen) : Promise.resolve(false)).then((ok) => (ok ? undefined : this.elect([]))));
   }
 

@@ -69,9 +69,11 @@ export class Worker extends EventEmitter {
 
   async start(): Promise<void> {
     this.unlisten = this.transport.onMessage((topic, payload, retained) => {
-      // A retained request would run again at every (re)subscription: serve requests live only.
-      if (retained) this.log.warn(`ignored a retained request on ${topic}; publish requests without retain`);
-      else this.onMessage(topic, payload);
+      const req = parseTaskTopic(topic);
+      if (!req || req.mesh !== this.options.mesh || req.node !== this.options.node) return;
+      // A retained task would run again at every (re)subscription: serve tasks live only.
+      if (retained) this.log.warn(`ignored a retained task on ${topic}`);
+      else this.onTask(req, payload);
     });
     await this.transport.subscribe(this.taskTopic, 1);
   }
@@ -97,9 +99,7 @@ export class Worker extends EventEmitter {
     return this.running.size;
   }
 
-  private onMessage(topic: string, payload: Buffer): void {
-    const req = parseTaskTopic(topic);
-    if (!req || req.mesh !== this.options.mesh || req.node !== this.options.node) return;
+  private onTask(req: RequestTopic, payload: Buffer): void {
     this.stats.received++;
     const key = `${req.client}/${req.id}`;
     const cached = this.cache.get(key);
