@@ -113,6 +113,8 @@ export class Agent {
   private async joinMesh(): Promise<void> {
     const { config, log } = this;
     this.listener = await MeshListener.create({ port: config.port, host: config.host, log: log.child('listener'), onHello: (s) => answerHello(s, this.advert()) });
+    // The broker we pipe to is unreachable: the election driver checks it (and elects if it is gone).
+    this.listener.on('upstream-failed', () => this.coordinator?.brokerConnectionLost());
     const peers = config.peers.map((p) => ({ host: p.slice(0, p.lastIndexOf(':')), port: Number(p.slice(p.lastIndexOf(':') + 1)) }));
     // An agent listening on loopback only cannot be reached by other boards: no multicast for it.
     const mdns = config.discovery === 'mdns' && !isLoopback(config.host);
@@ -200,8 +202,9 @@ export class Agent {
       // Each connection has its own number; a will from an older one never marks this one dead.
       will: (): Will => ({ topic: statusTopic, payload: JSON.stringify({ ...this.status(), online: false, seq: ++this.seq }), qos: 1, retain: true }),
     });
-    this.transport.on('error', (err: Error) => log.debug(`mqtt: ${err.message}`));
+    this.transport.on('warning', (err: Error) => log.debug(`mqtt: ${err.message}`));
     this.transport.on('down', () => this.coordinator?.brokerConnectionLost());
+    this.transport.on('retry-failed', () => this.coordinator?.brokerConnectionLost());
     this.transport.on('up', () => void this.publishStatus());
     this.transport.onMessage((topic, payload) => this.onMeshMessage(topic, payload));
     await this.transport.subscribe([topics.allNodeStatus(config.mesh)], 1);

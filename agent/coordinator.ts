@@ -54,7 +54,13 @@ export class Coordinator extends EventEmitter {
   private term = 0;
   private broker?: BrokerRef;
   private busy: Promise<void> = Promise.resolve();
+  /**
+   * Nodes found dead, with the status they had then: a node stays suspect until it comes back
+   * (a later connection or instance), so a dead broker is never tried again in the next failover.
+   */
+  private readonly suspects = new Map<string, { instance?: string; seq?: number }>();
   private stopped = false;
+  private checking = false;
 
   constructor(
     private readonly discovery: Discovery,
@@ -81,10 +87,15 @@ export class Coordinator extends EventEmitter {
     this.stopped = true;
   }
 
-  /** The agent's own MQTT connection to the broker dropped: is the broker gone? */
+  /**
+   * The agent's MQTT connection to the broker dropped, or the broker it pipes to refused: is the
+   * broker gone? Signals that arrive while a check is pending add nothing.
+   */
   brokerConnectionLost(): void {
-    if (this.role === 'broker' || this.stopped) return;
+    if (this.role === 'broker' || this.stopped || this.checking) return;
+    this.checking = true;
     void this.serialize(async () => {
+      this.checking = false;
       const broker = this.broker;
       if (!broker) return this.elect([]);
       try {
@@ -94,7 +105,8 @@ export class Coordinator extends EventEmitter {
         // refused or silent: it is gone
       }
       this.options.log.warn(`broker ${broker.node} (term ${broker.term}) is gone; electing`);
-      await this.elect([broker.node]);
+      this.suspect(broker.node);
+      await this.elect([...this.suspects.keys()]);
     });
   }
 
@@ -163,6 +175,7 @@ export class Coordinator extends EventEmitter {
         return;
       } catch {
         failed.push(node);
+        this.suspect(node);
       }
     }
     if (self.eligible) return this.lead(failed);
@@ -187,7 +200,7 @@ export class Coordinator extends EventEmitter {
     const terms = [this.term, this.broker?.term ?? 0, ...[...this.discovery.peers().values()].map((a) => a.term), ...this.host.roster().map((s) => s.term ?? 0)];
     const term = nextTerm(terms);
     this.options.log.info(`becoming the broker (term ${term})`);
-    await this.host.becomeBroker(term, failed);
+    await this.host.becomeBroker(term, [...new Set([...failed, ...this.suspects.keys()])]);
     const self = this.options.self();
     this.role = 'broker';
     this.term = term;
@@ -212,8 +225,17 @@ export class Coordinator extends EventEmitter {
     return decide({ members, incumbent: { node: brokerNode, term: this.term } }).standby === self.node;
   }
 
+  private suspect(node: string): void {
+    const s = this.host.roster().find((r) => r.node === node);
+    this.suspects.set(node, { ...(s ? { instance: s.instance, seq: s.seq } : {}) });
+  }
+
   /** The roster changed: the standby may be someone else now, the broker's term may be known. */
   membersChanged(): void {
+    for (const [node, then] of this.suspects) {
+      const now = this.host.roster().find((r) => r.node === node);
+      if (now?.online && (now.instance !== then.instance || now.seq > (then.seq ?? -1))) this.suspects.delete(node);
+    }
     if (this.role !== 'agent' && this.role !== 'standby') return;
     const brokerTerm = this.host.roster().find((s) => s.node === this.broker!.node)?.term ?? 0;
     if (brokerTerm > this.term) {

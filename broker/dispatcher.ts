@@ -23,6 +23,8 @@ interface Task {
   payload: Buffer;
   node: string;
   instance: string;
+  /** The agent's connection number when the task was sent: a task sent while it was away is lost. */
+  seq: number;
 }
 
 export interface DispatcherStats {
@@ -83,14 +85,18 @@ export class Dispatcher {
     }
     const req = parsed.topic;
     const key = `${req.client}/${req.id}`;
-    if (this.tasks.has(key)) {
-      this.stats.absorbed++; // a retry of a request still running: its answer is on the way
+    const running = this.tasks.get(key);
+    if (running) {
+      // A retry of a request still outstanding: send the task again (the agent absorbs it if it
+      // has it, and gets it if it was lost while the agent reconnected).
+      this.stats.absorbed++;
+      this.assign(running);
       return;
     }
     const previous = this.answeredBy.get(key);
     const agent = (previous && this.roster.get(previous)?.online ? this.roster.get(previous) : undefined) ?? this.pick(req.model);
     if (!agent) return this.refuse(req, this.noAgent(req.model), req.model);
-    this.assign({ req, payload, node: agent.node, instance: agent.instance });
+    this.assign({ req, payload, node: agent.node, instance: agent.instance, seq: agent.seq });
     this.stats.dispatched++;
   }
 
@@ -122,11 +128,18 @@ export class Dispatcher {
     while (this.answeredBy.size > limit) this.answeredBy.delete(this.answeredBy.keys().next().value!);
   }
 
-  /** An agent went offline or restarted: its unanswered tasks go to another agent. */
+  /**
+   * An agent went offline or restarted: its unanswered tasks go to another agent. It reconnected:
+   * the tasks sent while it was away are sent again.
+   */
   private onNodeChange(node: string): void {
     const status = this.roster.get(node);
     for (const [key, task] of this.tasks) {
-      if (task.node !== node || (status?.online && status.instance === task.instance)) continue;
+      if (task.node !== node) continue;
+      if (status?.online && status.instance === task.instance) {
+        if (status.seq > task.seq) this.assign({ ...task, seq: status.seq });
+        continue;
+      }
       this.tasks.delete(key);
       const next = this.pick(task.req.model);
       if (!next) {
@@ -134,7 +147,7 @@ export class Dispatcher {
         continue;
       }
       this.options.log.info(`task ${key} of ${node} handed to ${next.node}`);
-      this.assign({ ...task, node: next.node, instance: next.instance });
+      this.assign({ ...task, node: next.node, instance: next.instance, seq: next.seq });
       this.stats.redispatched++;
     }
   }

@@ -10,7 +10,7 @@
  * Sockets get TCP_NODELAY: without it every round trip costs 40-80 ms (FIELD-NOTES: the Nagle trap).
  */
 import net from 'node:net';
-import { once } from 'node:events';
+import { EventEmitter, once } from 'node:events';
 import type { Logger } from '../agent/log.js';
 import { KizunaError } from '../mesh/errors.js';
 import type { EmbeddedBroker } from './embedded.js';
@@ -29,7 +29,8 @@ export interface ListenerOptions {
   maxHeld?: number;
 }
 
-export class MeshListener {
+/** Events: 'upstream-failed' (host, port) when the broker it pipes to cannot be reached. */
+export class MeshListener extends EventEmitter {
   private route: Route = { kind: 'hold' };
   private readonly held = new Map<net.Socket, { first: Buffer; piped: boolean; timer: NodeJS.Timeout }>();
   /** Connections routed to the broker or piped, so a change of broker can close them. */
@@ -38,7 +39,9 @@ export class MeshListener {
   private constructor(
     private readonly server: net.Server,
     private readonly options: ListenerOptions,
-  ) {}
+  ) {
+    super();
+  }
 
   static async create(options: ListenerOptions): Promise<MeshListener> {
     const server = net.createServer({ noDelay: true, pauseOnConnect: true });
@@ -113,7 +116,12 @@ export class MeshListener {
     }
     if (route.kind === 'proxy') {
       const upstream = net.connect({ host: route.host, port: route.port, noDelay: true });
-      upstream.on('error', () => socket.destroy());
+      let connected = false;
+      upstream.once('connect', () => (connected = true));
+      upstream.on('error', () => {
+        socket.destroy();
+        if (!connected) this.emit('upstream-failed', route.host, route.port);
+      });
       socket.on('error', () => upstream.destroy());
       upstream.once('close', () => socket.destroy());
       socket.once('close', () => upstream.destroy());

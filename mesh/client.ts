@@ -17,7 +17,8 @@ import type { Tensor } from './tensor.js';
 import { assertSegment, topics } from './topics.js';
 
 export interface ClientOptions {
-  url: string;
+  /** Any agent's address works; give several so the client can reach the mesh if that board dies. */
+  url: string | string[];
   mesh?: string;
   /** The client name in request and reply topics (random when absent). */
   client?: string;
@@ -72,7 +73,9 @@ export class KizunaClient {
     const client = options.client ?? `app-${randomBytes(4).toString('hex')}`;
     assertSegment('mesh', mesh);
     assertSegment('client', client);
-    const transport = await Transport.connect({ url: options.url, clientId: `kizuna-${client}`, keepaliveSeconds: options.keepaliveSeconds ?? 5 });
+    const urls = Array.isArray(options.url) ? options.url : [options.url];
+    let attempt = 0;
+    const transport = await Transport.connect({ url: () => urls[attempt++ % urls.length], clientId: `kizuna-${client}`, keepaliveSeconds: options.keepaliveSeconds ?? 5 });
     await transport.subscribe(topics.repliesTo(mesh, client), 1);
     return new KizunaClient(transport, mesh, client, options.timeoutMs ?? 30_000, options.resendMs ?? 2_000);
   }

@@ -56,6 +56,8 @@ export class Transport extends EventEmitter {
   private client?: MqttClient;
   private attempt = 0;
   private retryTimer?: NodeJS.Timeout;
+  /** The connection attempt in progress, ended at once by close(). */
+  private attemptClient?: MqttClient;
   private closing = false;
 
   private constructor(private readonly options: TransportOptions) {
@@ -111,11 +113,11 @@ export class Transport extends EventEmitter {
     client.on('message', (topic, payload, packet) => {
       for (const h of this.handlers) h(topic, payload, packet.retain);
     });
-    client.on('error', (err) => this.emit('error', err));
+    client.on('error', (err) => this.warn(err));
     client.once('close', () => this.onClose(client));
     if (this.subscriptions.size) {
       const topics = Object.fromEntries([...this.subscriptions].map(([t, qos]) => [t, { qos }]));
-      client.subscribe(topics, (err) => err && this.emit('error', err));
+      client.subscribe(topics, (err) => err && this.warn(err));
     }
     const waiting = this.outbox.splice(0);
     for (const out of waiting) this.send(out);
@@ -150,16 +152,24 @@ export class Transport extends EventEmitter {
     const url = this.target();
     if (!url) return this.scheduleRetry();
     const client = mqtt.connect(url, this.clientOptions());
+    this.attemptClient = client;
     const outcome = await new Promise<boolean>((resolve) => {
       client.once('connect', () => resolve(true));
       client.once('close', () => resolve(false));
       client.once('error', () => resolve(false));
     });
+    this.attemptClient = undefined;
     if (outcome && !this.closing) return this.attach(client, url);
-    client.removeAllListeners();
+    if (!this.closing) this.emit('retry-failed', url);
+    // (mqtt.js's own 'close' listener clears its CONNACK timer: keep it, or the timer holds the process.)
     client.on('error', () => undefined);
     client.end(true);
     if (!this.closing) this.scheduleRetry();
+  }
+
+  /** Connection trouble is reported as 'warning' events: the transport itself recovers. */
+  private warn(err: Error): void {
+    if (this.listenerCount('warning')) this.emit('warning', err);
   }
 
   /** Drops the current connection and reconnects at once (the broker changed). */
@@ -218,8 +228,10 @@ export class Transport extends EventEmitter {
     this.unacked.add(out);
     client.publish(out.topic, out.payload, { qos: out.qos, retain: out.retain }, (err) => {
       if (!this.unacked.delete(out)) return; // already moved back to the outbox by a close
-      if (err) out.reject(err);
-      else out.resolve();
+      if (!err) return out.resolve();
+      // mqtt.js fails what was in flight when the connection dies: send it again on the next one.
+      if (this.closing || this.options.reconnect === false) out.reject(err);
+      else this.outbox.push(out);
     });
   }
 
@@ -231,6 +243,7 @@ export class Transport extends EventEmitter {
   async close(force = false): Promise<void> {
     this.closing = true;
     if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.attemptClient?.end(true);
     this.handlers.clear();
     const client = this.client;
     this.client = undefined;
