@@ -29,6 +29,12 @@ import { KizunaError } from '../mesh/errors.js';
 import { createLogger, type Logger } from './log.js';
 import { Worker } from './worker.js';
 
+export interface MeshView {
+  broker: string | null;
+  term: number;
+  online: string[];
+}
+
 export interface AgentDeps {
   engine?: Engine;
   log?: Logger;
@@ -112,7 +118,7 @@ export class Agent {
 
   private async joinMesh(): Promise<void> {
     const { config, log } = this;
-    this.listener = await MeshListener.create({ port: config.port, host: config.host, log: log.child('listener'), onHello: (s) => answerHello(s, this.advert()) });
+    this.listener = await MeshListener.create({ port: config.port, host: config.host, log: log.child('listener'), onHello: (s) => answerHello(s, { ...this.advert(), view: this.view() }) });
     // The broker we pipe to is unreachable: the election driver checks it (and elects if it is gone).
     this.listener.on('upstream-failed', () => this.coordinator?.brokerConnectionLost());
     const peers = config.peers.map((p) => ({ host: p.slice(0, p.lastIndexOf(':')), port: Number(p.slice(p.lastIndexOf(':') + 1)) }));
@@ -245,6 +251,12 @@ export class Agent {
       cores: os.availableParallelism(),
       throttled: false,
     };
+  }
+
+  /** This agent's view of the mesh (in hello answers: how tests and operators compare views). */
+  view(): MeshView {
+    const { broker, term } = this.mesh;
+    return { broker: broker?.node ?? null, term, online: this.roster.online().map((s) => s.node).sort() };
   }
 
   private addresses(): string[] {
