@@ -21,7 +21,7 @@ export function isHello(firstChunk: Buffer): boolean {
 }
 
 /** Answers a hello on an accepted socket and closes it. Whatever the prober sends is ignored. */
-export function answerHello(socket: net.Socket, advert: Advert & Record<string, unknown>): void {
+export function answerHello(socket: net.Socket, advert: Advert & { view?: unknown }): void {
   // A prober that vanishes mid-answer is not an error worth more than dropping the socket.
   socket.on('error', () => socket.destroy());
   // Drain the rest of the hello: closing with unread input would reset the connection and
