@@ -21,7 +21,10 @@ import { ModelStore } from '../models/store.js';
 import type { Advert, Role } from './advert.js';
 import { agentClientId, BrokerRole } from './broker-role.js';
 import type { Config } from './config.js';
-import { Coordinator, type BrokerRef, type CoordinatorHost } from './coordinator.js';
+import { Coordinator, statusToAdvert, type BrokerRef, type CoordinatorHost } from './coordinator.js';
+import { decide } from './election.js';
+import { Dispatcher } from '../broker/dispatcher.js';
+import { TransportPort } from '../broker/transport-port.js';
 import { createDiscovery, type Discovery } from './discovery/index.js';
 import { answerHello, probe } from './discovery/hello.js';
 import { loadNodeId, renewNodeId } from './identity.js';
@@ -50,6 +53,8 @@ export class Agent {
   private discovery?: Discovery;
   private coordinator?: Coordinator;
   private brokerRole?: BrokerRole;
+  private externalDispatcher?: Dispatcher;
+  private duty: Promise<void> = Promise.resolve();
   private transport?: Transport;
   private worker?: Worker;
   private role: Role = 'joining';
@@ -97,8 +102,8 @@ export class Agent {
     return this.coordinator?.current ?? { role: this.role, term: this.term };
   }
 
-  get dispatcher() {
-    return this.brokerRole?.dispatcher;
+  get dispatcher(): Dispatcher | undefined {
+    return this.brokerRole?.dispatcher ?? this.externalDispatcher;
   }
 
   async start(): Promise<void> {
@@ -109,6 +114,8 @@ export class Agent {
     if (config.broker) {
       this.role = 'agent';
       await this.connect(config.broker);
+      this.roster.on('change', () => void this.dispatchDuty());
+      await this.dispatchDuty();
     } else {
       await this.joinMesh();
       await this.connect(`mqtt://127.0.0.1:${this.listener!.port}`);
@@ -165,6 +172,31 @@ export class Agent {
     await this.discovery!.update(this.advert());
   }
 
+  /**
+   * With an external broker there is no elected broker to host the dispatcher: the best-ranked
+   * eligible agent runs it as an MQTT client of that broker, and the next one takes over when it
+   * goes offline (for a moment two may dispatch; agents absorb the duplicate ids).
+   */
+  private dispatchDuty(): Promise<void> {
+    this.duty = this.duty.then(() => this.takeDispatchDuty()).catch((err: Error) => this.log.error(`dispatcher duty: ${err.message}`));
+    return this.duty;
+  }
+
+  private async takeDispatchDuty(): Promise<void> {
+    if (!this.transport || this.stopping) return;
+    const members = this.roster.online().map(statusToAdvert);
+    const mine = decide({ members }).broker === this.node;
+    if (mine && !this.externalDispatcher) {
+      this.externalDispatcher = new Dispatcher(new TransportPort(this.transport), { mesh: this.config.mesh, node: this.node, log: this.log.child('dispatcher') });
+      await this.externalDispatcher.start();
+      this.log.info('dispatching requests for the mesh on the external broker');
+    } else if (!mine && this.externalDispatcher) {
+      const d = this.externalDispatcher;
+      this.externalDispatcher = undefined;
+      await d.stop();
+    }
+  }
+
   private coordinatorHost(): CoordinatorHost {
     const { config, log } = this;
     return {
@@ -172,8 +204,9 @@ export class Agent {
         const self = this.advert();
         const record = { v: 1 as const, node: this.node, term, host: self.addresses[0] ?? '127.0.0.1', port: self.port, since: Date.now() };
         this.brokerRole = await BrokerRole.start({ mesh: config.mesh, self: this.node, record, mirror: this.roster, failed, rejoinGraceMs: config.rejoinGraceMs, log: log.child('broker') });
-        this.listener!.setRoute({ kind: 'broker', broker: this.brokerRole.broker });
+        // Drop what went to the old route first: setRoute hands the held connections to this one.
         this.listener!.dropRouted();
+        this.listener!.setRoute({ kind: 'broker', broker: this.brokerRole.broker });
         this.transport?.reconnectNow();
       },
       stepDown: async () => {
@@ -182,8 +215,8 @@ export class Agent {
         this.brokerRole = undefined;
       },
       follow: (b) => {
-        this.listener!.setRoute({ kind: 'proxy', host: b.host, port: b.port });
         this.listener!.dropRouted();
+        this.listener!.setRoute({ kind: 'proxy', host: b.host, port: b.port });
         this.transport?.reconnectNow();
       },
       hold: () => this.listener!.setRoute({ kind: 'hold' }),
@@ -304,6 +337,7 @@ export class Agent {
     await this.publishStatus();
     await this.worker?.stop();
     await this.publishStatus(false);
+    await this.externalDispatcher?.stop();
     await this.transport?.close();
     await this.brokerRole?.stop();
     await this.discovery?.stop();

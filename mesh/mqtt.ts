@@ -49,7 +49,8 @@ interface Outgoing {
 
 export class Transport extends EventEmitter {
   private readonly handlers = new Set<MessageHandler>();
-  private readonly subscriptions = new Map<string, 0 | 1>();
+  /** Filter -> QoS and how many users asked for it (two parts of an agent may share a filter). */
+  private readonly subscriptions = new Map<string, { qos: 0 | 1; users: number }>();
   /** Publishes waiting for a connection, and those sent but not yet acknowledged. */
   private readonly outbox: Outgoing[] = [];
   private readonly unacked = new Set<Outgoing>();
@@ -116,7 +117,7 @@ export class Transport extends EventEmitter {
     client.on('error', (err) => this.warn(err));
     client.once('close', () => this.onClose(client));
     if (this.subscriptions.size) {
-      const topics = Object.fromEntries([...this.subscriptions].map(([t, qos]) => [t, { qos }]));
+      const topics = Object.fromEntries([...this.subscriptions].map(([t, { qos }]) => [t, { qos }]));
       client.subscribe(topics, (err) => err && this.warn(err));
     }
     const waiting = this.outbox.splice(0);
@@ -197,7 +198,7 @@ export class Transport extends EventEmitter {
   /** Subscribes now if connected, and again after every reconnection. */
   async subscribe(topic: string | string[], qos: 0 | 1 = 1): Promise<void> {
     const list = Array.isArray(topic) ? topic : [topic];
-    for (const t of list) this.subscriptions.set(t, qos);
+    for (const t of list) this.subscriptions.set(t, { qos, users: (this.subscriptions.get(t)?.users ?? 0) + 1 });
     if (!this.client?.connected) return;
     const granted = await this.client.subscribeAsync(list, { qos });
     const refused = granted.filter((g) => g.qos === 128);
@@ -205,9 +206,15 @@ export class Transport extends EventEmitter {
   }
 
   async unsubscribe(topic: string | string[]): Promise<void> {
-    const list = Array.isArray(topic) ? topic : [topic];
-    for (const t of list) this.subscriptions.delete(t);
-    if (this.client?.connected) await this.client.unsubscribeAsync(list);
+    const last: string[] = [];
+    for (const t of Array.isArray(topic) ? topic : [topic]) {
+      const s = this.subscriptions.get(t);
+      if (!s) continue;
+      if (--s.users > 0) continue;
+      this.subscriptions.delete(t);
+      last.push(t);
+    }
+    if (last.length && this.client?.connected) await this.client.unsubscribeAsync(last);
   }
 
   /**

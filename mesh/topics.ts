@@ -123,6 +123,17 @@ export function parseReplyTopic(topic: string): { client: string; id: string } |
   return isSegment(parts[4]!) && isSegment(parts[5]!) ? { client: parts[4]!, id: parts[5]! } : undefined;
 }
 
+/** Whether `topic` matches the subscription `filter` (MQTT wildcards: `+` one level, `#` the rest). */
+export function topicMatches(filter: string, topic: string): boolean {
+  const f = filter.split('/');
+  const t = topic.split('/');
+  for (let i = 0; i < f.length; i++) {
+    if (f[i] === '#') return true;
+    if (i >= t.length || (f[i] !== '+' && f[i] !== t[i])) return false;
+  }
+  return f.length === t.length;
+}
+
 /** The node id in a node status topic, or undefined. */
 export function parseNodeStatusTopic(topic: string): string | undefined {
   const parts = topic.split('/');

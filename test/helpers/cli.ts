@@ -16,7 +16,7 @@ export async function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promi
   return { code: code as number | null, stdout, stderr };
 }
 
-/** Starts `kizuna agent` and resolves once it serves, with the port its broker took. */
+/** Starts `kizuna agent` and resolves once it serves, with the port its listener took (0 with --broker). */
 export async function spawnAgent(args: string[]): Promise<{ child: ChildProcess; port: number; stderr: () => string }> {
   const child = spawn(process.execPath, [CLI, 'agent', '--host', '127.0.0.1', '--port', '0', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
@@ -25,7 +25,7 @@ export async function spawnAgent(args: string[]): Promise<{ child: ChildProcess;
     child.stderr!.on('data', (d) => {
       stderr += d;
       found ||= Number(/broker listening on 127\.0\.0\.1:(\d+)/.exec(stderr)?.[1] ?? 0);
-      if (found && stderr.includes('serving mesh')) resolve(found);
+      if (stderr.includes('serving mesh')) resolve(found);
     });
     child.once('exit', (code) => reject(new Error(`agent exited with ${code} before serving:\n${stderr}`)));
   });

@@ -5,24 +5,13 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import net from 'node:net';
-import { once } from 'node:events';
 import type { ChildProcess } from 'node:child_process';
 import { KizunaClient } from '../../mesh/client.js';
 import { loadDigits } from '../../models/builtin/digits-data.js';
 import { spawnAgent } from '../helpers/cli.js';
 import { MeshWatch } from '../helpers/mesh-watch.js';
+import { freePorts } from '../helpers/ports.js';
 
-async function freePorts(n: number): Promise<number[]> {
-  const servers = await Promise.all(Array.from({ length: n }, async () => {
-    const s = net.createServer().listen(0, '127.0.0.1');
-    await once(s, 'listening');
-    return s;
-  }));
-  const ports = servers.map((s) => (s.address() as net.AddressInfo).port);
-  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
-  return ports;
-}
 
 const digits = loadDigits().heldOut.slice(0, 50);
 /** The model's own answer for each digit (it gets about 2% of them wrong, everywhere alike). */
