@@ -94,7 +94,9 @@ export class Dispatcher {
       return;
     }
     const previous = this.answeredBy.get(key);
-    const agent = (previous && this.roster.get(previous)?.online ? this.roster.get(previous) : undefined) ?? this.pick(req.model);
+    // A retry goes back to the agent that answered it (its reply is cached there), unless it left.
+    const before = previous ? this.roster.get(previous) : undefined;
+    const agent = (before?.online && !before.draining ? before : undefined) ?? this.pick(req.model);
     if (!agent) return this.refuse(req, this.noAgent(req.model), req.model);
     this.assign({ req, payload, node: agent.node, instance: agent.instance, seq: agent.seq });
     this.stats.dispatched++;

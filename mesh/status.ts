@@ -49,12 +49,14 @@ export function parseNodeStatus(payload: Buffer): NodeStatus | undefined {
 }
 
 /**
- * Whether `next` should replace `current` in a view: a later instance of the node does; within one
- * instance, a status of the same or a later connection does. So a will that arrives late, from an
- * older connection or an older instance, never marks a live node offline.
+ * Whether `next` should replace `current` in a view. Within one instance, a status of the same or a
+ * later connection does. Across instances, a birth always does (only a live process publishes one,
+ * even if its clock is behind, as on a Pi without a real-time clock before NTP), and a will only
+ * if its instance started later. So a will that arrives late, from an older connection or an older
+ * instance, never marks a live node offline.
  */
 export function supersedes(current: NodeStatus | undefined, next: NodeStatus): boolean {
   if (!current) return true;
-  if (current.instance !== next.instance) return next.started > current.started || (next.started === current.started && next.instance > current.instance);
+  if (current.instance !== next.instance) return next.online || next.started >= current.started;
   return next.seq >= current.seq;
 }

@@ -9,7 +9,7 @@ const HELP = `usage: kizuna infer MODEL FILE [options]
 FILE is an image (JPEG, PNG, WebP...) sent as raw bytes, a request in JSON (.json) or KZB1
 (see docs/PROTOCOL.md), or - for standard input.
 
-  --broker URL     broker to use (default mqtt://127.0.0.1:1883, or $KIZUNA_BROKER)
+  --broker URL     any agent of the mesh, or its broker (default mqtt://127.0.0.1:1883, or $KIZUNA_URL)
   --mesh NAME      mesh name (default home, or $KIZUNA_MESH)
   --top-k N        classes to return (images are then sent as base64 JSON)
   --timeout MS     give up after MS milliseconds (default 30000)
@@ -36,7 +36,7 @@ export async function run(argv: string[]): Promise<number> {
   const bytes = file === '-' ? await readStdin() : await fs.readFile(file);
   const topK = values['top-k'] === undefined ? undefined : Number(values['top-k']);
   const client = await KizunaClient.connect({
-    url: values.broker ?? process.env.KIZUNA_BROKER ?? 'mqtt://127.0.0.1:1883',
+    url: values.broker ?? process.env.KIZUNA_URL ?? 'mqtt://127.0.0.1:1883',
     mesh: values.mesh ?? process.env.KIZUNA_MESH ?? 'home',
     timeoutMs: Number(values.timeout ?? 30_000),
   });

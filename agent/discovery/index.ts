@@ -17,6 +17,8 @@ export interface DiscoveryOptions {
   /** An IPv4 address of this host to run mDNS on; all interfaces when absent. */
   mdnsInterface?: string;
   disabled?: boolean;
+  /** How long a static peer has to answer a hello. */
+  probeTimeoutMs?: number;
   log: Logger;
 }
 
@@ -35,7 +37,7 @@ export function createDiscovery(options: DiscoveryOptions): Discovery {
   const { mesh, log } = options;
   if (options.disabled) return new NoDiscovery();
   if (options.peers && options.peers.length > 0) {
-    return new StaticDiscovery({ mesh, peers: options.peers, log: log.child('static') });
+    return new StaticDiscovery({ mesh, peers: options.peers, ...(options.probeTimeoutMs ? { probeTimeoutMs: options.probeTimeoutMs } : {}), log: log.child('static') });
   }
   return new MdnsDiscovery({ mesh, interface: options.mdnsInterface, log: log.child('mdns') });
 }
