@@ -8,7 +8,7 @@ import { EventEmitter } from 'node:events';
 import { KizunaError, asKizunaError, type ErrorCode } from '../mesh/errors.js';
 import { decodeRequest, encodeError, encodeResult } from '../mesh/messages.js';
 import { parseTaskTopic, topics, type RequestTopic } from '../mesh/topics.js';
-import type { Transport } from '../mesh/mqtt.js';
+import type { Bus } from '../mesh/bus.js';
 import type { LoadedModel, ModelStore } from '../models/store.js';
 import { answer, infer, prepare } from '../models/pipeline.js';
 import type { Logger } from './log.js';
@@ -55,7 +55,7 @@ export class Worker extends EventEmitter {
   private readonly now: () => number;
 
   constructor(
-    private readonly transport: Transport,
+    private readonly bus: Bus,
     private readonly store: ModelStore,
     private readonly options: WorkerOptions,
     private readonly log: Logger,
@@ -68,14 +68,14 @@ export class Worker extends EventEmitter {
   }
 
   async start(): Promise<void> {
-    this.unlisten = this.transport.onMessage((topic, payload, retained) => {
+    this.unlisten = this.bus.onMessage((topic, payload, retained) => {
       const req = parseTaskTopic(topic);
       if (!req || req.mesh !== this.options.mesh || req.node !== this.options.node) return;
       // A retained task would run again at every (re)subscription: serve tasks live only.
       if (retained) this.log.warn(`ignored a retained task on ${topic}`);
       else this.onTask(req, payload);
     });
-    await this.transport.subscribe(this.taskTopic, 1);
+    await this.bus.subscribe(this.taskTopic, 1);
   }
 
   /** The dispatcher hands this agent its requests on its own task topic. */
@@ -91,7 +91,7 @@ export class Worker extends EventEmitter {
     this.draining = true;
     if (this.running.size) await new Promise<void>((resolve) => (this.idle = resolve));
     await Promise.allSettled([...this.publishes]);
-    await this.transport.unsubscribe(this.taskTopic).catch(() => undefined);
+    await this.bus.unsubscribe(this.taskTopic).catch(() => undefined);
     this.unlisten?.();
   }
 
@@ -181,7 +181,7 @@ export class Worker extends EventEmitter {
   }
 
   private send(topic: string, payload: Buffer): void {
-    const p = this.transport
+    const p = this.bus
       .publish(topic, payload, { qos: 1 })
       .catch((err) => this.log.warn(`reply on ${topic} not sent: ${(err as Error).message}`))
       .finally(() => this.publishes.delete(p));
