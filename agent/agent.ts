@@ -12,6 +12,8 @@ import os from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { MeshListener } from '../broker/listener.js';
 import { Transport, type Will } from '../mesh/mqtt.js';
+import { SwitchBus } from '../mesh/bus.js';
+import { LocalBus } from '../broker/local-bus.js';
 import { Roster } from '../mesh/roster.js';
 import type { NodeStatus } from '../mesh/status.js';
 import { topics, PROTOCOL_VERSION } from '../mesh/topics.js';
@@ -56,6 +58,8 @@ export class Agent {
   private externalDispatcher?: Dispatcher;
   private duty: Promise<void> = Promise.resolve();
   private transport?: Transport;
+  /** What the worker listens on: the transport, or the embedded broker in-process when this agent hosts it. */
+  private bus?: SwitchBus;
   private worker?: Worker;
   private role: Role = 'joining';
   private term = 0;
@@ -107,6 +111,26 @@ export class Agent {
   }
 
   async start(): Promise<void> {
+    try {
+      await this.open();
+    } catch (err) {
+      await this.abort();
+      throw err;
+    }
+  }
+
+  /** Releases whatever a failed start had opened, without the goodbyes of a clean stop. */
+  private async abort(): Promise<void> {
+    this.coordinator?.stop();
+    await this.externalDispatcher?.stop().catch(() => undefined);
+    await this.transport?.close(true).catch(() => undefined);
+    await this.brokerRole?.stop().catch(() => undefined);
+    await this.discovery?.stop().catch(() => undefined);
+    await this.listener?.stop().catch(() => undefined);
+    await this.store.close().catch(() => undefined);
+  }
+
+  private async open(): Promise<void> {
     const { config, log } = this;
     await this.store.loadFolders(config.models);
     for (const p of this.store.problems) log.error(`${p.code}: ${p.message}`);
@@ -133,7 +157,7 @@ export class Agent {
     const mdns = config.discovery === 'mdns' && !isLoopback(config.host);
     this.discovery =
       this.deps.discovery ??
-      createDiscovery({ mesh: config.mesh, peers, disabled: !mdns && !peers.length, ...(config.mdnsInterface ? { mdnsInterface: config.mdnsInterface } : {}), log });
+      createDiscovery({ mesh: config.mesh, peers, disabled: !mdns && !peers.length, probeTimeoutMs: config.probeTimeoutMs, ...(config.mdnsInterface ? { mdnsInterface: config.mdnsInterface } : {}), log });
     this.discovery.on('duplicate', (a: Advert) => {
       if (a.node !== this.node || a.instance === this.instance) return;
       if (this.role === 'joining') this.duplicateOf = a;
@@ -204,12 +228,14 @@ export class Agent {
         const self = this.advert();
         const record = { v: 1 as const, node: this.node, term, host: self.addresses[0] ?? '127.0.0.1', port: self.port, since: Date.now() };
         this.brokerRole = await BrokerRole.start({ mesh: config.mesh, self: this.node, record, mirror: this.roster, failed, rejoinGraceMs: config.rejoinGraceMs, log: log.child('broker') });
+        if (this.bus) await this.bus.use(new LocalBus(this.brokerRole.broker));
         // Drop what went to the old route first: setRoute hands the held connections to this one.
         this.listener!.dropRouted();
         this.listener!.setRoute({ kind: 'broker', broker: this.brokerRole.broker });
         this.transport?.reconnectNow();
       },
       stepDown: async () => {
+        if (this.bus && this.transport) await this.bus.use(this.transport);
         this.listener!.setRoute({ kind: 'hold' });
         await this.brokerRole?.stop();
         this.brokerRole = undefined;
@@ -247,7 +273,9 @@ export class Agent {
     this.transport.on('up', () => void this.publishStatus());
     this.transport.onMessage((topic, payload) => this.onMeshMessage(topic, payload));
     await this.transport.subscribe([topics.allNodeStatus(config.mesh)], 1);
-    this.worker = new Worker(this.transport, this.store, { ...config, node: this.node }, log.child('worker'));
+    // On the board that hosts the broker, tasks and replies skip TCP entirely.
+    this.bus = new SwitchBus(this.brokerRole ? new LocalBus(this.brokerRole.broker) : this.transport);
+    this.worker = new Worker(this.bus, this.store, { ...config, node: this.node }, log.child('worker'));
     await this.worker.start();
     await this.publishStatus();
   }
@@ -339,9 +367,10 @@ export class Agent {
     await this.publishStatus(false);
     await this.externalDispatcher?.stop();
     await this.transport?.close();
-    await this.brokerRole?.stop();
+    // Goodbye and a closed port first: followers must not find a broker that is about to vanish.
     await this.discovery?.stop();
     await this.listener?.stop();
+    await this.brokerRole?.stop();
     await this.store.close();
     log.info('agent stopped');
   }
