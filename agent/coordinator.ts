@@ -46,6 +46,8 @@ export interface CoordinatorOptions {
   /** Called once the formation window has passed, before this agent takes a role (identity checks). */
   beforeJoining?: () => Promise<void>;
   formationMs: number;
+  /** How long a followed candidate that answers but is not broker yet may take to become it (default 3 s). */
+  successorGraceMs?: number;
   log: Logger;
 }
 
@@ -61,6 +63,8 @@ export class Coordinator extends EventEmitter {
   private readonly suspects = new Map<string, { instance?: string; seq?: number }>();
   private stopped = false;
   private checking = false;
+  /** When this agent started following its current broker (Date.now()). */
+  private followedAt = 0;
 
   constructor(
     private readonly discovery: Discovery,
@@ -101,6 +105,10 @@ export class Coordinator extends EventEmitter {
       try {
         const a = await this.host.probe(broker.host, broker.port);
         if (a.role === 'broker' && a.node === broker.node) return; // still there: the transport reconnects
+        // Alive but not broker yet: a walk follows the first live candidate, which may still be
+        // noticing the old broker's loss or walking itself. Declaring it gone now would elect a
+        // second broker; it gets a grace period to take the role.
+        if (a.node === broker.node && Date.now() - this.followedAt < (this.options.successorGraceMs ?? 3000)) return;
       } catch {
         // refused or silent: it is gone
       }
@@ -149,7 +157,8 @@ export class Coordinator extends EventEmitter {
       if (a.role !== 'broker') return false;
       this.setFollowing({ node: a.node, term: a.term, host, port: a.port });
       return true;
-    } catch {
+    } catch (err) {
+      this.options.log.debug(`cannot follow ${advert.node} at ${host}:${advert.port}: ${(err as Error).message}`);
       return false;
     }
   }
@@ -207,10 +216,14 @@ export class Coordinator extends EventEmitter {
     this.broker = { node: self.node, term, host: self.addresses[0] ?? '127.0.0.1', port: self.port };
     this.host.advertise('broker', term);
     this.emit('role', 'broker', term);
+    // Broker adverts that arrived during the walk were set aside (onPeer ignores them while
+    // joining): another agent may have become broker meanwhile. Look at them again now.
+    for (const a of this.brokerAdverts()) this.onPeer(a);
   }
 
   private setFollowing(broker: BrokerRef): void {
     this.broker = broker;
+    this.followedAt = Date.now();
     this.term = broker.term;
     this.role = this.standbyIsMe(broker.node) ? 'standby' : 'agent';
     this.host.follow(broker);
@@ -251,18 +264,31 @@ export class Coordinator extends EventEmitter {
 
   /** A peer's advert: another broker of this mesh means a healed partition (or a stale view). */
   private onPeer(advert: Advert): void {
-    if (this.stopped || advert.role !== 'broker' || advert.term === 0 || advert.node === this.broker?.node) return;
-    if (this.role === 'joining') return; // the walk in progress will find it
-    const mine = this.claimOf(this.broker);
-    if (mine && resolveSplit(mine, advert).node === mine.node) return;
+    if (!this.outranksMine(advert)) return;
     void this.serialize(async () => {
+      // Decided again when the step runs: an election may have run since it was queued (this
+      // agent may now lead with a higher term), and the advert may be superseded.
+      advert = this.discovery.peers().get(advert.node) ?? advert;
+      if (!this.outranksMine(advert)) return;
       if (this.role === 'broker') {
         this.options.log.warn(`broker ${advert.node} (term ${advert.term}) outranks this one (term ${this.term}): stepping down`);
         await this.host.stepDown();
         this.role = 'agent';
       }
-      if (!(await this.tryFollow(advert))) await this.elect([]);
+      // The advert is fresh news that it is alive, but after a link comes back the first packets
+      // can wait a second for ARP: try a few times before electing, which (with the stale roster
+      // of a board that was cut off) would take the broker role back with a higher term.
+      for (let tries = 0; tries < 3; tries++) if (await this.tryFollow(advert)) return;
+      await this.elect([]);
     });
+  }
+
+  /** Whether `advert` is a broker of this mesh that beats the one this agent leads or follows. */
+  private outranksMine(advert: Advert): boolean {
+    if (this.stopped || advert.role !== 'broker' || advert.term === 0 || advert.node === this.broker?.node) return false;
+    if (this.role === 'joining') return false; // the walk in progress will find it (or lead() looks again)
+    const mine = this.claimOf(this.broker);
+    return !(mine && resolveSplit(mine, advert).node === mine.node);
   }
 
   private claimOf(broker: BrokerRef | undefined): BrokerClaim | undefined {
