@@ -11,7 +11,7 @@
 import os from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { MeshListener } from '../broker/listener.js';
-import { Transport, type Will } from '../mesh/mqtt.js';
+import { Transport, type TransportOptions, type Will } from '../mesh/mqtt.js';
 import { SwitchBus } from '../mesh/bus.js';
 import { LocalBus } from '../broker/local-bus.js';
 import { Roster } from '../mesh/roster.js';
@@ -259,7 +259,7 @@ export class Agent {
   private async connect(url: string): Promise<void> {
     const { config, log } = this;
     const statusTopic = topics.nodeStatus(config.mesh, this.node);
-    this.transport = await Transport.connect({
+    this.transport = await this.firstConnection({
       url,
       clientId: agentClientId(this.node),
       keepaliveSeconds: config.keepaliveSeconds,
@@ -278,6 +278,24 @@ export class Agent {
     this.worker = new Worker(this.bus, this.store, { ...config, node: this.node }, log.child('worker'));
     await this.worker.start();
     await this.publishStatus();
+  }
+
+  /**
+   * The first MQTT connection. Through this agent's own listener it can be closed before its
+   * CONNACK while routes change at formation (the candidate it followed, still joining, followed
+   * another broker, and a piped connection is served only by a broker): it tries a few times.
+   * An external broker (--broker) gets one try, so a wrong URL fails at once.
+   */
+  private async firstConnection(options: TransportOptions): Promise<Transport> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await Transport.connect(options);
+      } catch (err) {
+        if (this.config.broker || attempt >= 5) throw err;
+        this.log.debug(`first connection to the mesh failed (${(err as Error).message}); trying again`);
+        await new Promise((resolve) => setTimeout(resolve, 100 * attempt));
+      }
+    }
   }
 
   private onMeshMessage(topic: string, payload: Buffer): void {

@@ -89,7 +89,9 @@ export class Transport extends EventEmitter {
   private async open(): Promise<void> {
     const url = this.target();
     if (!url) throw new KizunaError('KZ_ERR_CONFIG', 'no broker to connect to');
-    const client = await mqtt.connectAsync(url, this.clientOptions());
+    // allowRetries false: a connection closed before its CONNACK rejects (by default mqtt.js waits
+    // for a reconnection that reconnectPeriod 0 never makes, so the promise would never settle).
+    const client = await mqtt.connectAsync(url, this.clientOptions(), false);
     this.attach(client, url);
   }
 
