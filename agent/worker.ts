@@ -49,6 +49,8 @@ export class Worker extends EventEmitter {
   /** Pre-processing of the next requests overlaps the inference of the current ones. */
   private readonly prepareSlots: Semaphore;
   private readonly publishes = new Set<Promise<void>>();
+  /** Replies published but not yet acknowledged by the broker, by request key. */
+  private readonly sending = new Set<string>();
   private draining = false;
   private idle?: () => void;
   private unlisten?: () => void;
@@ -105,7 +107,8 @@ export class Worker extends EventEmitter {
     const cached = this.cache.get(key);
     if (cached || this.running.has(key)) {
       this.stats.duplicates++;
-      if (cached) this.send(cached.topic, cached.payload);
+      // A reply still on its way (queued while the agent reconnects) answers the retry too.
+      if (cached && !this.sending.has(key)) this.send(key, cached.topic, cached.payload);
       return;
     }
     if (this.draining) return this.fail(req, new KizunaError('KZ_ERR_SHUTTING_DOWN', 'agent is shutting down'));
@@ -176,15 +179,19 @@ export class Worker extends EventEmitter {
     const topic = topics.reply(to.mesh, to.client, id);
     const key = `${to.client}/${id}`;
     if (!errorCode || !TRANSIENT.has(errorCode)) this.cache.set(key, { topic, payload });
-    this.send(topic, payload);
+    this.send(key, topic, payload);
     this.emit('replied', key, errorCode);
   }
 
-  private send(topic: string, payload: Buffer): void {
+  private send(key: string, topic: string, payload: Buffer): void {
+    this.sending.add(key);
     const p = this.bus
       .publish(topic, payload, { qos: 1 })
       .catch((err) => this.log.warn(`reply on ${topic} not sent: ${(err as Error).message}`))
-      .finally(() => this.publishes.delete(p));
+      .finally(() => {
+        this.publishes.delete(p);
+        this.sending.delete(key);
+      });
     this.publishes.add(p);
   }
 }

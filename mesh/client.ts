@@ -27,6 +27,8 @@ export interface ClientOptions {
   resendMs?: number;
   /** MQTT keepalive: a dead broker is noticed after about 1.5 times this (default 5 s). */
   keepaliveSeconds?: number;
+  /** Give up on one address after this long and try the next (default 2000 ms). */
+  connectTimeoutMs?: number;
 }
 
 export interface InferOptions extends EncodeOptions {
@@ -75,7 +77,7 @@ export class KizunaClient {
     assertSegment('client', client);
     const urls = Array.isArray(options.url) ? options.url : [options.url];
     let attempt = 0;
-    const transport = await Transport.connect({ url: () => urls[attempt++ % urls.length], clientId: `kizuna-${client}`, keepaliveSeconds: options.keepaliveSeconds ?? 5 });
+    const transport = await Transport.connect({ url: () => urls[attempt++ % urls.length], clientId: `kizuna-${client}`, keepaliveSeconds: options.keepaliveSeconds ?? 5, connectTimeoutMs: options.connectTimeoutMs ?? 2000 });
     await transport.subscribe(topics.repliesTo(mesh, client), 1);
     return new KizunaClient(transport, mesh, client, options.timeoutMs ?? 30_000, options.resendMs ?? 2_000);
   }
