@@ -19,6 +19,7 @@ import type { NodeStatus } from '../mesh/status.js';
 import { topics, PROTOCOL_VERSION } from '../mesh/topics.js';
 import type { Engine } from '../models/engine.js';
 import { OnnxEngine } from '../models/onnx-engine.js';
+import { SimulatedEngine } from '../models/simulated-engine.js';
 import { ModelStore } from '../models/store.js';
 import type { Advert, Role } from './advert.js';
 import { agentClientId, BrokerRole } from './broker-role.js';
@@ -80,7 +81,9 @@ export class Agent {
 
   static async create(config: Config, deps: AgentDeps = {}): Promise<Agent> {
     const log = deps.log ?? createLogger(config.logLevel);
-    const store = new ModelStore(deps.engine ?? new OnnxEngine(), { threads: config.threads });
+    const real = deps.engine ?? new OnnxEngine();
+    const engine = config.simulateMsPerInput > 0 ? new SimulatedEngine(real, config.simulateMsPerInput) : real;
+    const store = new ModelStore(engine, { threads: config.threads });
     const node = config.node ?? (await loadNodeId(config.dataDir));
     return new Agent(config, node, store, log, deps);
   }

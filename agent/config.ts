@@ -43,6 +43,7 @@ export const ConfigSchema = Type.Object(
     replyCacheSize: Type.Integer({ minimum: 0, maximum: 1_000_000, default: 10_000, description: 'answered ids kept for idempotent retries' }),
     replyCacheTtlMs: Type.Integer({ minimum: 0, default: 10 * 60_000, description: 'how long an answered id is kept' }),
     replyCacheBytes: Type.Integer({ minimum: 0, default: 32 * MiB, description: 'memory for kept replies; the oldest go first' }),
+    simulateMsPerInput: Type.Integer({ minimum: 0, maximum: 600_000, default: 0, description: 'testing: make every input take this long (a slow board; 0 = real speed)' }),
     logLevel: Type.Union(['debug', 'info', 'warn', 'error', 'silent'].map((l) => Type.Literal(l)), { default: 'info', description: 'debug, info, warn, error or silent' }),
   },
   { additionalProperties: false },

@@ -51,6 +51,7 @@ test('defaults, with no file, no environment and no flags', () => {
     replyCacheSize: 10_000,
     replyCacheTtlMs: 600_000,
     replyCacheBytes: 32 * 1024 * 1024,
+    simulateMsPerInput: 0,
     logLevel: 'info',
   });
   assert.equal(c.node, undefined, 'the node id comes from the data directory, not the config');
