@@ -82,10 +82,11 @@ export function initialShards(total: number, agents: AgentRate[], options: SizeO
 
 /**
  * Each pending shard, in order, goes to the agent with a credit that would finish it soonest
- * (queued ms + size / rate); ties by node id. An unmeasured agent takes one shard and only when
- * nothing is queued on it, so a slow new board cannot swallow a batch before we know its speed;
- * its duration is estimated at the slowest known rate. Returns a prefix of `pending`: once no
- * agent can take a shard, none can take the next either.
+ * (queued ms + size / rate); ties by node id. At the tail (the best finish is past the balanced
+ * end of all work), a shard stays pending when a measured agent with no credit left (but work
+ * queued, so a credit will come back) would finish it sooner than any agent with a credit. An unmeasured agent takes one shard and only when nothing is queued on it, so a
+ * slow new board cannot swallow a batch before we know its speed; its duration is estimated at the
+ * slowest known rate. Returns a prefix of `pending`: the dispatcher calls again as credits free.
  */
 export function assign(
   pending: Shard[], agents: AgentRate[], nowLoadMs: Record<string, number>, options: AssignOptions,
@@ -104,18 +105,27 @@ export function assign(
     const credits = known(a.rate) ? Math.floor(a.credits) : l > 0 ? 0 : Math.min(1, Math.floor(a.credits));
     state.push({ node: a.node, ...(known(a.rate) ? { rate: a.rate } : {}), credits, load: l });
   }
+  // When all queued and pending work would end if perfectly spread over measured agents: a shard
+  // finishing before then is useful wherever it runs; only one finishing after it is worth holding.
+  const speed = state.reduce((sum, s) => sum + (s.rate ?? 0), 0);
+  const work = state.reduce((sum, s) => sum + (s.load * (s.rate ?? 0)) / 1000, 0) + pending.reduce((sum, s) => sum + size(s), 0);
+  const horizonMs = speed > 0 ? (work / speed) * 1000 : Infinity;
   const out: Assignment[] = [];
   for (const shard of pending) {
     let best: (typeof state)[number] | undefined;
-    let bestEnd = Infinity, bestMs = 0;
+    let bestEnd = Infinity, bestMs = 0, busyEnd = Infinity;
     for (const s of state) {
-      if (s.credits < 1) continue;
       const r = s.rate ?? slowest;
       // With no rate known anywhere, durations are unknowable: compare queued work only.
       const ms = r ? (size(shard) / r) * 1000 : 0;
-      if (s.load + ms < bestEnd) { best = s; bestEnd = s.load + ms; bestMs = ms; }
+      if (s.credits >= 1) {
+        if (s.load + ms < bestEnd) { best = s; bestEnd = s.load + ms; bestMs = ms; }
+      } else if (s.rate && s.load > 0) busyEnd = Math.min(busyEnd, s.load + ms);
     }
-    if (!best) break;
+    // Hold the shard for a busy measured agent that would still finish it sooner (a Pi 3 must not
+    // take the last big shard from a Pi 5 that frees a slot in a second). An unmeasured agent is
+    // never held back: measuring it is worth one shard.
+    if (!best || (best.rate && bestEnd > horizonMs && busyEnd < bestEnd)) break;
     best.credits -= 1;
     best.load = bestEnd;
     const deadlineMs = best.rate
