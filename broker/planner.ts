@@ -10,7 +10,8 @@
  * or minShard when no rate is known. base is capped at ceil(total / agents) so every agent can get
  * work, and clamped to [minShard, maxShard]. The last ~20% of inputs is cut at half that size so the
  * tail finishes evenly. Each phase is cut into near-equal pieces and all sizes are sorted largest
- * first, so sizes never grow toward the end.
+ * first, so sizes never grow toward the end. Bounds hold whenever some cut can meet them: not when
+ * total < minShard (one short shard), nor for some totals when maxShard < 2 x minShard.
  */
 
 export type AgentRate = { node: string; rate?: number; credits: number };
