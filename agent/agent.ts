@@ -362,6 +362,9 @@ export class Agent {
       seq: this.seq,
       online: true,
       ...(this.draining ? { draining: true } : {}),
+      // Credits: one running per inference slot and one ready behind it, so the next request is
+      // prepared while the current one runs, and no board holds more than it can start soon.
+      slots: Math.max(2, this.config.concurrency * 2),
       models: this.store.list().map(({ manifest: m }) => ({
         name: m.name,
         version: m.version,

@@ -1,8 +1,10 @@
 /**
  * The dispatcher runs inside the elected broker's process (aedes has no shared subscriptions, so
- * someone must hand each request to exactly one agent). It reads every request, picks an online
- * agent that serves the model (fewest outstanding tasks first), and forwards the same payload on
- * that agent's task topic; the agent replies straight to the app. Outstanding tasks of an agent
+ * someone must hand each request to exactly one agent). It reads every request, picks the online
+ * agent serving the model that should answer soonest (its queue times its measured time per
+ * request), within the slots the agent grants, and forwards the same payload on that agent's task
+ * topic; the agent replies straight to the app. When every agent's slots are full, requests wait
+ * here (bounded), so a slow board is never flooded. Outstanding tasks of an agent
  * that dies or restarts are handed to another agent, so each request still gets its answer.
  * Requests whose topic is bad, or whose model nobody serves, are answered here with an error.
  */
@@ -25,7 +27,13 @@ interface Task {
   instance: string;
   /** The agent's connection number when the task was sent: a task sent while it was away is lost. */
   seq: number;
+  sentAt?: number;
 }
+
+/** Outstanding tasks an agent takes when its status names no `slots`. */
+const DEFAULT_SLOTS = 4;
+/** Weight of the newest sample in the per-agent, per-model time estimate. */
+const EWMA = 0.2;
 
 export interface DispatcherStats {
   dispatched: number;
@@ -42,11 +50,18 @@ export class Dispatcher {
   /** Which agent answered a recent id, so a retry reaches the agent that has its reply cached. */
   private readonly answeredBy = new Map<string, string>();
   private unsubscribers: (() => Promise<void>)[] = [];
+  /** Requests waiting for a free slot, oldest first. */
+  private readonly waiting: { req: RequestTopic; payload: Buffer }[] = [];
+  /** Measured ms per request, by agent and model; and when each agent last answered. */
+  private readonly msPerTask = new Map<string, number>();
+  private readonly lastAnswer = new Map<string, number>();
+  private readonly now: () => number;
 
   constructor(
     private readonly broker: BrokerPort,
-    private readonly options: { mesh: string; node: string; log: Logger; memory?: number },
+    private readonly options: { mesh: string; node: string; log: Logger; memory?: number; maxWaiting?: number; now?: () => number },
   ) {
+    this.now = options.now ?? (() => performance.now());
     this.roster.on('change', (node: string) => this.onNodeChange(node));
   }
 
@@ -96,19 +111,63 @@ export class Dispatcher {
     const previous = this.answeredBy.get(key);
     // A retry goes back to the agent that answered it (its reply is cached there), unless it left.
     const before = previous ? this.roster.get(previous) : undefined;
-    const agent = (before?.online && !before.draining ? before : undefined) ?? this.pick(req.model);
-    if (!agent) return this.refuse(req, this.noAgent(req.model), req.model);
-    this.assign({ req, payload, node: agent.node, instance: agent.instance, seq: agent.seq });
+    if (before?.online && !before.draining) return this.send({ req, payload, node: before.node, instance: before.instance, seq: before.seq });
+    if (!this.roster.serving(req.model).length) return this.refuse(req, this.noAgent(req.model), req.model);
+    if (this.waiting.some((w) => w.req.client === req.client && w.req.id === req.id)) return; // already waiting
+    this.waiting.push({ req, payload });
+    this.drain();
+  }
+
+  /** Hands waiting requests to agents with free slots, oldest first; refuses beyond the bound. */
+  private drain(): void {
+    for (let i = 0; i < this.waiting.length; ) {
+      const { req, payload } = this.waiting[i]!;
+      if (!this.roster.serving(req.model).length) {
+        this.waiting.splice(i, 1);
+        this.refuse(req, this.noAgent(req.model), req.model);
+        continue;
+      }
+      const agent = this.pick(req.model);
+      if (!agent) {
+        i++; // every agent of this model is full: it waits
+        continue;
+      }
+      this.waiting.splice(i, 1);
+      this.send({ req, payload, node: agent.node, instance: agent.instance, seq: agent.seq });
+    }
+    const max = this.options.maxWaiting ?? 10_000;
+    while (this.waiting.length > max) {
+      const { req } = this.waiting.pop()!;
+      this.refuse(req, new KizunaError('KZ_ERR_OVERLOADED', `${max} requests already wait for a free agent; retry later with the same id`), req.model);
+    }
+  }
+
+  private send(task: Task): void {
+    this.assign({ ...task, sentAt: this.now() });
     this.stats.dispatched++;
   }
 
-  /** The online agent serving `model` with the fewest outstanding tasks (ties: node id). */
+  private queuedAt(node: string): number {
+    let n = 0;
+    for (const t of this.tasks.values()) if (t.node === node) n++;
+    return n;
+  }
+
+  /**
+   * The agent with a free slot that should answer soonest: (its outstanding tasks + 1) times its
+   * measured time per request of this model. An agent never measured goes first, once, so it gets
+   * measured. Ties: node id.
+   */
   private pick(model: string) {
-    const load = new Map<string, number>();
-    for (const t of this.tasks.values()) load.set(t.node, (load.get(t.node) ?? 0) + 1);
-    return this.roster
-      .serving(model)
-      .sort((a, b) => (load.get(a.node) ?? 0) - (load.get(b.node) ?? 0) || (a.node < b.node ? -1 : a.node > b.node ? 1 : 0))[0];
+    let best: { status: ReturnType<Roster['serving']>[number]; finish: number } | undefined;
+    for (const status of this.roster.serving(model)) {
+      const queued = this.queuedAt(status.node);
+      if (queued >= (status.slots ?? DEFAULT_SLOTS)) continue;
+      const ms = this.msPerTask.get(`${status.node}/${model}`);
+      const finish = ms === undefined ? (queued === 0 ? -1 : Number.POSITIVE_INFINITY) : (queued + 1) * ms;
+      if (!best || finish < best.finish || (finish === best.finish && status.node < best.status.node)) best = { status, finish };
+    }
+    return best?.status;
   }
 
   private assign(task: Task): void {
@@ -125,9 +184,31 @@ export class Dispatcher {
     const task = this.tasks.get(key);
     if (!task) return;
     this.tasks.delete(key);
+    this.measure(task);
     this.answeredBy.set(key, task.node);
     const limit = this.options.memory ?? 10_000;
     while (this.answeredBy.size > limit) this.answeredBy.delete(this.answeredBy.keys().next().value!);
+    this.drain();
+  }
+
+  /**
+   * One more sample of an agent's time per request: from when the task was sent, or from its
+   * previous answer if later (a busy agent answers back to back: the gap is its service time).
+   */
+  private measure(task: Task): void {
+    if (task.sentAt === undefined) return;
+    const now = this.now();
+    const since = Math.max(task.sentAt, this.lastAnswer.get(task.node) ?? 0);
+    this.lastAnswer.set(task.node, now);
+    const key = `${task.node}/${task.req.model}`;
+    const sample = Math.max(0.01, now - since);
+    const old = this.msPerTask.get(key);
+    this.msPerTask.set(key, old === undefined ? sample : old + EWMA * (sample - old));
+  }
+
+  /** Measured ms per request of `model` on `node`, if any. */
+  estimate(node: string, model: string): number | undefined {
+    return this.msPerTask.get(`${node}/${model}`);
   }
 
   /**
@@ -145,13 +226,16 @@ export class Dispatcher {
       this.tasks.delete(key);
       const next = this.pick(task.req.model);
       if (!next) {
-        this.refuse(task.req, this.noAgent(task.req.model), task.req.model);
+        // Every agent of the model is full: it waits, first in line; or nobody serves it any more.
+        if (this.roster.serving(task.req.model).length) this.waiting.unshift({ req: task.req, payload: task.payload });
+        else this.refuse(task.req, this.noAgent(task.req.model), task.req.model);
         continue;
       }
       this.options.log.info(`task ${key} of ${node} handed to ${next.node}`);
-      this.assign({ ...task, node: next.node, instance: next.instance, seq: next.seq });
+      this.assign({ ...task, node: next.node, instance: next.instance, seq: next.seq, sentAt: this.now() });
       this.stats.redispatched++;
     }
+    this.drain();
   }
 
   private noAgent(model: string): KizunaError {

@@ -32,6 +32,8 @@ export interface NodeStatus {
   ramMiB?: number;
   cores?: number;
   throttled?: boolean;
+  /** How many requests the dispatcher may give it at once (its credits). */
+  slots?: number;
   models?: ModelSummary[];
 }
 

@@ -91,14 +91,14 @@ describe('one agent serving the built-in models', () => {
 });
 
 describe('shutdown', () => {
-  test('stop() answers every accepted request before closing', async () => {
+  test('stop() answers every request the agent accepted; the ones waiting for it are refused, not lost', async () => {
     const gate = new GateEngine(new OnnxEngine());
-    const agent = await startAgent({ node: 'drain' }, { engine: gate });
+    const agent = await startAgent({ node: 'drain', concurrency: 2 }, { engine: gate });
     const client = await connectClient(agent);
     const d = loadDigits().heldOut[0]!;
-    const n = 12;
-    const isAccepted = accepted(agent, n);
-    const replies = Array.from({ length: n }, () => client.infer('digits', digitTensor(d)));
+    // The agent grants 4 slots (2 x concurrency): 4 requests are accepted, 3 wait in the dispatcher.
+    const isAccepted = accepted(agent, 4);
+    const replies = Array.from({ length: 7 }, () => client.infer('digits', digitTensor(d)).catch((e: unknown) => e));
     await isAccepted;
     const draining = new Promise<void>((resolve) =>
       agent.dispatcher!.roster.on('change', (_node: string, status?: NodeStatus) => status?.draining && resolve()),
@@ -110,8 +110,12 @@ describe('shutdown', () => {
     assert.ok(late instanceof KizunaError && late.code === 'KZ_ERR_SHUTTING_DOWN', String(late));
     gate.open();
     const results = await Promise.all(replies);
-    assert.equal(results.length, n);
-    for (const r of results) assert.equal((r.answers![0] as Top).index, d.label);
+    const answered = results.filter((r) => !(r instanceof Error)) as { answers: Top[] }[];
+    const refused = results.filter((r) => r instanceof KizunaError) as KizunaError[];
+    assert.equal(answered.length, 4, 'every accepted request is answered');
+    for (const r of answered) assert.equal(r.answers[0]!.index, d.label);
+    assert.equal(refused.length, 3);
+    for (const e of refused) assert.equal(e.code, 'KZ_ERR_SHUTTING_DOWN');
     await stopped;
     await client.close().catch(() => undefined);
   });
