@@ -28,7 +28,7 @@ export const ConfigSchema = Type.Object(
     peers: Type.Array(Type.String({ pattern: '^[^\\s:]+:\\d{1,5}$' }), { default: [], description: 'host:port of other agents, for networks without multicast (comma separated)' }),
     mdnsInterface: Type.Optional(Type.String({ pattern: '^\\d{1,3}(\\.\\d{1,3}){3}$', description: 'IPv4 address of the interface for mDNS on a multi-homed host' })),
     eligible: Type.Boolean({ default: true, description: 'may host the mesh broker' }),
-    formationMs: Type.Integer({ minimum: 0, maximum: 60_000, default: 1500, description: 'how long a starting agent looks for a broker before electing one' }),
+    formationMs: Type.Integer({ minimum: 0, maximum: 60_000, default: 1000, description: 'how long a starting agent looks for a broker before electing one' }),
     probeTimeoutMs: Type.Integer({ minimum: 10, maximum: 60_000, default: 500, description: 'how long to wait for a peer to answer a hello' }),
     keepaliveSeconds: Type.Integer({ minimum: 1, maximum: 600, default: 1, description: 'MQTT keepalive: a silent broker is noticed after 1 to 2 of these' }),
     rejoinGraceMs: Type.Integer({ minimum: 0, maximum: 600_000, default: 5000, description: 'after a failover, members not back within this are marked offline' }),

@@ -76,8 +76,20 @@ export class KizunaClient {
     assertSegment('mesh', mesh);
     assertSegment('client', client);
     const urls = Array.isArray(options.url) ? options.url : [options.url];
-    let attempt = 0;
-    const transport = await Transport.connect({ url: () => urls[attempt++ % urls.length], clientId: `kizuna-${client}`, keepaliveSeconds: options.keepaliveSeconds ?? 5, connectTimeoutMs: options.connectTimeoutMs ?? 2000 });
+    // Stay with the address that worked: boards drop the connections they pipe when the mesh
+    // changes broker and accept again at once. Move to the next address only when one fails.
+    let current = 0;
+    let transport: Transport | undefined;
+    let lastError: unknown;
+    for (let tried = 0; tried < urls.length && !transport; tried++, current = (current + 1) % urls.length) {
+      try {
+        transport = await Transport.connect({ url: () => urls[current], clientId: `kizuna-${client}`, keepaliveSeconds: options.keepaliveSeconds ?? 5, connectTimeoutMs: options.connectTimeoutMs ?? 2000 });
+      } catch (err) {
+        lastError = err;
+      }
+    }
+    if (!transport) throw lastError;
+    transport.on('retry-failed', () => (current = (current + 1) % urls.length));
     await transport.subscribe(topics.repliesTo(mesh, client), 1);
     return new KizunaClient(transport, mesh, client, options.timeoutMs ?? 30_000, options.resendMs ?? 2_000);
   }
@@ -110,6 +122,7 @@ export class KizunaClient {
 
   /** Sends again the requests unanswered for `olderThanMs` (the same id: never a second answer). */
   private resend(olderThanMs: number): void {
+    if (!this.transport.connected) return; // the reconnection sends them all again anyway
     const now = performance.now();
     for (const p of this.pending.values()) {
       if (now - p.sentAt < olderThanMs) continue;

@@ -36,7 +36,7 @@ test('defaults, with no file, no environment and no flags', () => {
     discovery: 'mdns',
     peers: [],
     eligible: true,
-    formationMs: 1500,
+    formationMs: 1000,
     probeTimeoutMs: 500,
     keepaliveSeconds: 1,
     rejoinGraceMs: 5000,
