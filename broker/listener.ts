@@ -27,6 +27,8 @@ export interface ListenerOptions {
   /** A held connection is closed after this long without a broker (the client retries). */
   holdTimeoutMs?: number;
   maxHeld?: number;
+  /** A broker that does not accept a piped connection within this is treated as unreachable. */
+  upstreamTimeoutMs?: number;
 }
 
 /** Events: 'upstream-failed' (host, port) when the broker it pipes to cannot be reached. */
@@ -117,7 +119,14 @@ export class MeshListener extends EventEmitter {
     if (route.kind === 'proxy') {
       const upstream = net.connect({ host: route.host, port: route.port, noDelay: true });
       let connected = false;
-      upstream.once('connect', () => (connected = true));
+      // A silent (cut off) broker never refuses: give up soon, so the client tries elsewhere and
+      // this agent checks its broker at once instead of after its own keepalive.
+      const timer = setTimeout(() => upstream.destroy(new Error('upstream silent')), this.options.upstreamTimeoutMs ?? 1000);
+      upstream.once('connect', () => {
+        connected = true;
+        clearTimeout(timer);
+      });
+      upstream.once('close', () => clearTimeout(timer));
       upstream.on('error', () => {
         socket.destroy();
         if (!connected) this.emit('upstream-failed', route.host, route.port);

@@ -89,7 +89,10 @@ export class KizunaClient {
       }
     }
     if (!transport) throw lastError;
-    transport.on('retry-failed', () => (current = (current + 1) % urls.length));
+    const next = () => (current = (current + 1) % urls.length);
+    transport.on('retry-failed', next);
+    // A board that went silent (keepalive) is likely gone: do not knock on it first.
+    transport.on('down', (loss: { silent: boolean }) => loss.silent && next());
     await transport.subscribe(topics.repliesTo(mesh, client), 1);
     return new KizunaClient(transport, mesh, client, options.timeoutMs ?? 30_000, options.resendMs ?? 2_000);
   }

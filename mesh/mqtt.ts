@@ -60,6 +60,7 @@ export class Transport extends EventEmitter {
   /** The connection attempt in progress, ended at once by close(). */
   private attemptClient?: MqttClient;
   private closing = false;
+  private silentLoss = false;
 
   private constructor(private readonly options: TransportOptions) {
     super();
@@ -116,7 +117,11 @@ export class Transport extends EventEmitter {
     client.on('message', (topic, payload, packet) => {
       for (const h of this.handlers) h(topic, payload, packet.retain);
     });
-    client.on('error', (err) => this.warn(err));
+    client.on('error', (err) => {
+      // mqtt.js reports a silent peer this way just before the close: the board is likely gone.
+      if (/keepalive timeout/i.test(err.message)) this.silentLoss = true;
+      this.warn(err);
+    });
     client.once('close', () => this.onClose(client));
     if (this.subscriptions.size) {
       const topics = Object.fromEntries([...this.subscriptions].map(([t, { qos }]) => [t, { qos }]));
@@ -136,7 +141,9 @@ export class Transport extends EventEmitter {
     this.outbox.unshift(...this.unacked);
     this.unacked.clear();
     if (this.closing) return;
-    this.emit('down');
+    const silent = this.silentLoss;
+    this.silentLoss = false;
+    this.emit('down', { silent });
     if (this.options.reconnect === false) {
       this.failPending(new KizunaError('KZ_ERR_SHUTTING_DOWN', 'connection to the broker lost'));
       return;

@@ -451,7 +451,7 @@ describe('a mesh of real hosts (network namespaces, mDNS, no configuration)', { 
   });
 
   test('9. after a cut, every app that knows a live board is served again within 1 s of the new broker', {
-    todo: 'an app whose URL list has the cut board next waits for that attempt to time out (KizunaClient connectTimeoutMs, 2 s) before it tries a live board: served about 4.2 s after the cut, against 2.1 s for an app that tries a live board first',
+    todo: 'apps are served again 3.6-4.2 s after a cut, 2 s after the new broker (elected 1.6-2.0 s after the cut): an app connected to the cut board waits for its keepalive, and one on a survivor can be misled by its own keepalive while the survivor still pipes to the silent broker',
   }, (t) => {
     if (!findings.cut) return t.skip('run with scenario 3');
     const { electedMs, servedMs } = findings.cut;
