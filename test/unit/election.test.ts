@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { prng, type Rng } from '../helpers/prng.js';
 import {
   compareRank,
   decide,
@@ -17,29 +18,6 @@ import {
 const SEED = 0x6b697a75; // 'kizu'
 const VIEWS = 2000;
 
-/** mulberry32: tiny, seeded, good enough to spread test cases. */
-function prng(seed: number) {
-  let s = seed >>> 0;
-  const next = () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  const int = (n: number) => Math.floor(next() * n);
-  const pick = <T>(xs: readonly T[]): T => xs[int(xs.length)]!;
-  const shuffle = <T>(xs: readonly T[]): T[] => {
-    const out = [...xs];
-    for (let i = out.length - 1; i > 0; i--) {
-      const j = int(i + 1);
-      [out[i], out[j]] = [out[j]!, out[i]!];
-    }
-    return out;
-  };
-  return { next, int, pick, shuffle };
-}
-type Rng = ReturnType<typeof prng>;
 
 // Board sizes as reported: a little under the nominal size (firmware, kernel, GPU split).
 const SIZES_MIB = [512, 1024, 2048, 4096, 8192, 16384];
