@@ -8,7 +8,6 @@
  *
  * With `--broker URL` there is no listener and no election: the agent uses that broker.
  */
-import os from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { MeshListener } from '../broker/listener.js';
 import { Transport, type TransportOptions, type Will } from '../mesh/mqtt.js';
@@ -16,12 +15,13 @@ import { SwitchBus } from '../mesh/bus.js';
 import { LocalBus } from '../broker/local-bus.js';
 import { Roster } from '../mesh/roster.js';
 import type { NodeStatus } from '../mesh/status.js';
-import { topics, PROTOCOL_VERSION } from '../mesh/topics.js';
+import { topics } from '../mesh/topics.js';
 import type { Engine } from '../models/engine.js';
 import { OnnxEngine } from '../models/onnx-engine.js';
 import { SimulatedEngine } from '../models/simulated-engine.js';
 import { ModelStore } from '../models/store.js';
 import type { Advert, Role } from './advert.js';
+import { advertOf, statusOf, type SelfState } from './self.js';
 import { agentClientId, BrokerRole } from './broker-role.js';
 import type { Config } from './config.js';
 import { Coordinator, statusToAdvert, type BrokerRef, type CoordinatorHost } from './coordinator.js';
@@ -318,61 +318,22 @@ export class Agent {
 
   /** What this agent tells the mesh about itself: in mDNS, in hello answers, in its status. */
   advert(): Advert {
-    const { config } = this;
-    return {
-      v: PROTOCOL_VERSION,
-      mesh: config.mesh,
-      node: this.node,
-      instance: this.instance,
-      role: this.role,
-      term: this.term,
-      port: this.listener?.port ?? config.port,
-      addresses: this.addresses(),
-      eligible: config.eligible,
-      ramMiB: Math.round(os.totalmem() / 1024 / 1024),
-      cores: os.availableParallelism(),
-      throttled: false,
-    };
+    return advertOf(this.self());
+  }
+
+  private status(): NodeStatus {
+    return statusOf(this.self());
+  }
+
+  private self(): SelfState {
+    const { config, node, instance, started, role, term, seq, draining } = this;
+    return { config, node, instance, started, role, term, seq, draining, port: this.listener?.port ?? config.port, models: this.store.list() };
   }
 
   /** This agent's view of the mesh (in hello answers: how tests and operators compare views). */
   view(): MeshView {
     const { broker, term } = this.mesh;
     return { broker: broker?.node ?? null, term, online: this.roster.online().map((s) => s.node).sort() };
-  }
-
-  private addresses(): string[] {
-    const { host, mdnsInterface } = this.config;
-    if (host !== '0.0.0.0' && host !== '::') return [host];
-    if (mdnsInterface) return [mdnsInterface];
-    const found = Object.values(os.networkInterfaces())
-      .flat()
-      .filter((i) => i && !i.internal && i.family === 'IPv4')
-      .map((i) => i!.address);
-    return found.length ? found : ['127.0.0.1'];
-  }
-
-  private status(): NodeStatus {
-    const { instance: _i, v: _v, mesh: _m, ...advert } = this.advert();
-    return {
-      v: 1,
-      ...advert,
-      instance: this.instance,
-      started: this.started,
-      seq: this.seq,
-      online: true,
-      ...(this.draining ? { draining: true } : {}),
-      // Credits: one running per inference slot and one ready behind it, so the next request is
-      // prepared while the current one runs, and no board holds more than it can start soon.
-      slots: Math.max(2, this.config.concurrency * 2),
-      models: this.store.list().map(({ manifest: m }) => ({
-        name: m.name,
-        version: m.version,
-        sha256: m.sha256,
-        inputs: m.inputs,
-        ...(m.preprocess ? { image: { width: m.preprocess.width, height: m.preprocess.height, channels: m.preprocess.channels } } : {}),
-      })),
-    };
   }
 
   /** Idempotent: every caller waits for the same shutdown. */

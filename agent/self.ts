@@ -1,0 +1,75 @@
+/**
+ * How an agent describes itself to the mesh: its advert (mDNS TXT, hello answers) and its retained
+ * status (the advert plus liveness fencing, credits and models). Pure functions of the agent's state.
+ */
+import os from 'node:os';
+import type { NodeStatus } from '../mesh/status.js';
+import { PROTOCOL_VERSION } from '../mesh/topics.js';
+import type { LoadedModel } from '../models/store.js';
+import type { Advert, Role } from './advert.js';
+import type { Config } from './config.js';
+
+export interface SelfState {
+  config: Config;
+  node: string;
+  instance: string;
+  started: number;
+  role: Role;
+  term: number;
+  seq: number;
+  draining: boolean;
+  port: number;
+  models: readonly LoadedModel[];
+}
+
+export function advertOf(s: SelfState): Advert {
+  return {
+    v: PROTOCOL_VERSION,
+    mesh: s.config.mesh,
+    node: s.node,
+    instance: s.instance,
+    role: s.role,
+    term: s.term,
+    port: s.port,
+    addresses: hostAddresses(s.config),
+    eligible: s.config.eligible,
+    ramMiB: Math.round(os.totalmem() / 1024 / 1024),
+    cores: os.availableParallelism(),
+    throttled: false,
+  };
+}
+
+export function statusOf(s: SelfState): NodeStatus {
+  const { instance: _i, v: _v, mesh: _m, ...advert } = advertOf(s);
+  return {
+    v: 1,
+    ...advert,
+    instance: s.instance,
+    started: s.started,
+    seq: s.seq,
+    online: true,
+    ...(s.draining ? { draining: true } : {}),
+    // Credits: one running per inference slot and one ready behind it, so the next request is
+    // prepared while the current one runs, and no board holds more than it can start soon.
+    slots: Math.max(2, s.config.concurrency * 2),
+    models: s.models.map(({ manifest: m }) => ({
+      name: m.name,
+      version: m.version,
+      sha256: m.sha256,
+      inputs: m.inputs,
+      ...(m.preprocess ? { image: { width: m.preprocess.width, height: m.preprocess.height, channels: m.preprocess.channels } } : {}),
+    })),
+  };
+}
+
+/** Where other boards can reach this one: the listen address, the mDNS interface, or every IPv4. */
+export function hostAddresses(config: Pick<Config, 'host' | 'mdnsInterface'>): string[] {
+  const { host, mdnsInterface } = config;
+  if (host !== '0.0.0.0' && host !== '::') return [host];
+  if (mdnsInterface) return [mdnsInterface];
+  const found = Object.values(os.networkInterfaces())
+    .flat()
+    .filter((i) => i && !i.internal && i.family === 'IPv4')
+    .map((i) => i!.address);
+  return found.length ? found : ['127.0.0.1'];
+}
