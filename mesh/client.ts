@@ -83,7 +83,14 @@ export class KizunaClient {
     let lastError: unknown;
     for (let tried = 0; tried < urls.length && !transport; tried++, current = (current + 1) % urls.length) {
       try {
-        transport = await Transport.connect({ url: () => urls[current], clientId: `kizuna-${client}`, keepaliveSeconds: options.keepaliveSeconds ?? 5, connectTimeoutMs: options.connectTimeoutMs ?? 2000 });
+        transport = await Transport.connect({
+          url: () => urls[current],
+          // After a loss the other boards are tried too, 300 ms apart: the first to accept wins.
+          alternatives: () => urls,
+          clientId: `kizuna-${client}`,
+          keepaliveSeconds: options.keepaliveSeconds ?? 5,
+          connectTimeoutMs: options.connectTimeoutMs ?? 2000,
+        });
       } catch (err) {
         lastError = err;
       }
@@ -91,6 +98,7 @@ export class KizunaClient {
     if (!transport) throw lastError;
     const next = () => (current = (current + 1) % urls.length);
     transport.on('retry-failed', next);
+    transport.on('up', (url: string) => (current = Math.max(0, urls.indexOf(url))));
     // A board that went silent (keepalive) is likely gone: do not knock on it first.
     transport.on('down', (loss: { silent: boolean }) => loss.silent && next());
     await transport.subscribe(topics.repliesTo(mesh, client), 1);

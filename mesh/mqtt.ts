@@ -17,6 +17,12 @@ import { backoffDelay, DEFAULT_BACKOFF, type Backoff } from './backoff.js';
 export interface TransportOptions {
   /** The broker to connect to; a function is asked again before every attempt. */
   url: string | (() => string | undefined);
+  /**
+   * Other addresses of the same mesh, tried alongside when `url` has not answered within
+   * `staggerMs` (any board's port reaches the mesh): the first to accept wins.
+   */
+  alternatives?: () => string[];
+  staggerMs?: number;
   clientId?: string;
   keepaliveSeconds?: number;
   connectTimeoutMs?: number;
@@ -57,8 +63,8 @@ export class Transport extends EventEmitter {
   private client?: MqttClient;
   private attempt = 0;
   private retryTimer?: NodeJS.Timeout;
-  /** The connection attempt in progress, ended at once by close(). */
-  private attemptClient?: MqttClient;
+  /** Connection attempts in progress, ended at once by close(). */
+  private readonly attempts = new Set<MqttClient>();
   private closing = false;
   private silentLoss = false;
 
@@ -161,21 +167,66 @@ export class Transport extends EventEmitter {
     if (this.closing) return;
     const url = this.target();
     if (!url) return this.scheduleRetry();
-    const client = mqtt.connect(url, this.clientOptions());
-    this.attemptClient = client;
-    const outcome = await new Promise<boolean>((resolve) => {
-      client.once('connect', () => resolve(true));
-      client.once('close', () => resolve(false));
-      client.once('error', () => resolve(false));
-    });
-    this.attemptClient = undefined;
-    if (outcome && !this.closing) return this.attach(client, url);
-    if (!this.closing) this.emit('retry-failed', url);
-    // (mqtt.js's own 'close' listener clears its CONNACK timer: keep it, or the timer holds the process.)
-    client.on('error', () => undefined);
-    client.end(true);
-    if (!this.closing) this.scheduleRetry();
+    const urls = [url, ...(this.options.alternatives?.() ?? []).filter((u) => u !== url)];
+    const won = await this.race(urls);
+    if (won && !this.closing) return this.attach(won.client, won.url);
+    if (won) won.client.end(true);
+    if (!this.closing) {
+      this.emit('retry-failed', url);
+      this.scheduleRetry();
+    }
   }
+
+  /**
+   * Connects to the first of `urls` that accepts: the first at once, each next one `staggerMs`
+   * later or as soon as an earlier one fails (a silent board must not hold the client up).
+   */
+  private race(urls: string[]): Promise<{ client: MqttClient; url: string } | undefined> {
+    return new Promise((resolve) => {
+      let started = 0;
+      let failed = 0;
+      let done = false;
+      let timer: NodeJS.Timeout | undefined;
+      const live = new Set<MqttClient>();
+      const drop = (client: MqttClient) => {
+        live.delete(client);
+        this.attempts.delete(client);
+        // (mqtt.js's own 'close' listener clears its CONNACK timer: keep it, or the timer holds the process.)
+        client.on('error', () => undefined);
+        client.end(true);
+      };
+      const startNext = () => {
+        clearTimeout(timer);
+        if (done || this.closing || started >= urls.length) return;
+        const url = urls[started++]!;
+        const client = mqtt.connect(url, this.clientOptions());
+        live.add(client);
+        this.attempts.add(client);
+        client.once('connect', () => {
+          if (done) return drop(client);
+          done = true;
+          clearTimeout(timer);
+          live.delete(client);
+          this.attempts.delete(client);
+          for (const other of [...live]) drop(other);
+          resolve({ client, url });
+        });
+        const fail = () => {
+          if (done || !live.has(client)) return;
+          drop(client);
+          if (++failed === urls.length) {
+            done = true;
+            resolve(undefined);
+          } else startNext();
+        };
+        client.once('close', fail);
+        client.once('error', fail);
+        if (started < urls.length) timer = setTimeout(startNext, this.options.staggerMs ?? 300);
+      };
+      startNext();
+    });
+  }
+
 
   /** Connection trouble is reported as 'warning' events: the transport itself recovers. */
   private warn(err: Error): void {
@@ -259,7 +310,8 @@ export class Transport extends EventEmitter {
   async close(force = false): Promise<void> {
     this.closing = true;
     if (this.retryTimer) clearTimeout(this.retryTimer);
-    this.attemptClient?.end(true);
+    for (const attempt of this.attempts) attempt.end(true);
+    this.attempts.clear();
     this.handlers.clear();
     const client = this.client;
     this.client = undefined;

@@ -1,6 +1,7 @@
 /** The reconnecting transport against a real aedes broker that dies and comes back. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import net from 'node:net';
 import { once } from 'node:events';
 import { BrokerHost } from '../../broker/host.js';
 import { createLogger } from '../../agent/log.js';
@@ -77,4 +78,33 @@ test('close() fails what still waits and leaves nothing running', async () => {
   const waiting = client.publish('x', 'y');
   await client.close();
   await assert.rejects(waiting, /transport closed/);
+});
+
+test('after a loss, a silent address does not hold the client up: the next one is tried alongside', async (t) => {
+  // A "board" that accepts TCP but never answers MQTT, like one piping to a cut-off broker.
+  const silent = net.createServer(() => undefined).listen(0, '127.0.0.1');
+  await once(silent, 'listening');
+  const silentUrl = `mqtt://127.0.0.1:${(silent.address() as net.AddressInfo).port}`;
+  let good = await broker();
+  const goodUrl = `mqtt://127.0.0.1:${good.port}`;
+  let target = goodUrl;
+  const client = await Transport.connect({
+    url: () => target,
+    alternatives: () => [silentUrl, goodUrl],
+    staggerMs: 100,
+    connectTimeoutMs: 60_000,
+    backoff: { initialMs: 10, maxMs: 50, factor: 2, jitter: 0 },
+  });
+  t.after(async () => {
+    await client.close(true);
+    await good.stop();
+    silent.close();
+  });
+  target = silentUrl; // the client's next choice is the silent one
+  const port = good.port;
+  const up = once(client, 'up');
+  await good.stop();
+  good = await broker(port);
+  const [url] = await up;
+  assert.equal(url, goodUrl, 'connected through the address that answers, not stuck on the silent one');
 });
