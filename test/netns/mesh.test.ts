@@ -17,6 +17,7 @@ import path from 'node:path';
 import { CLI } from '../helpers/cli.js';
 import { NetnsLab, netnsAvailable, type LabProcess } from '../helpers/netns.js';
 import { repoRoot } from '../helpers/shared.js';
+import { answered, showViews, unsettled, type Probe, type View, type Views } from '../helpers/views.js';
 
 const node = process.execPath;
 const PORT = 1883;
@@ -24,37 +25,13 @@ const fixture = (name: string) => path.join(repoRoot, 'dist', 'test', 'netns', '
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const available = netnsAvailable();
 
-interface View { broker: string | null; term: number; online: string[] }
-/** One agent's hello answer, or why it did not answer. */
-type Probe = { node: string; mesh: string; instance: string; role: string; term: number; view: View } | { error: string };
-type Views = Map<number, Probe>;
 interface Member { n: number; node: string; proc: LabProcess }
 interface Answer { i: number; n: number; agent: string; ms: number; t: number }
 interface Summary { sent: number; answered: number; failed: number; errors: Record<string, number>; duplicates: number; dup_sample: { id: string; first: string; again: string; after_ms: number }[]; conflicts: number; mismatched: number; max_gap_ms: number; by_agent: Record<string, number> }
 
-const ok = (p: Probe | undefined): p is Exclude<Probe, { error: string }> => p !== undefined && !('error' in p);
-const show = (v: Views) => JSON.stringify(Object.fromEntries([...v].map(([n, p]) => [`h${n}`, ok(p) ? { node: p.node, role: p.role, term: p.term, view: p.view } : p])));
+const ok = answered;
+const show = showViews;
 
-/**
- * Why `views` is not one settled mesh whose online members are exactly `online`, or undefined when
- * it is: every agent answers, exactly one broker and (with 2+ members) one standby, and every
- * agent's view is the same, naming that broker at its term.
- */
-function unsettled(views: Views, online: string[]): string | undefined {
-  const probes = [...views.values()];
-  const bad = [...views].filter(([, p]) => !ok(p));
-  if (bad.length) return `no answer from ${bad.map(([n]) => `h${n}`).join(', ')}`;
-  const answers = probes.filter(ok);
-  const brokers = answers.filter((p) => p.role === 'broker');
-  if (brokers.length !== 1) return `${brokers.length} brokers`;
-  const standbys = answers.filter((p) => p.role === 'standby').length;
-  if (standbys !== (online.length > 1 ? 1 : 0)) return `${standbys} standbys`;
-  if (answers.some((p) => p.role === 'joining')) return 'an agent is still joining';
-  const want: View = { broker: brokers[0]!.node, term: brokers[0]!.term, online: [...online].sort() };
-  const differ = answers.filter((p) => JSON.stringify(p.view) !== JSON.stringify(want));
-  if (differ.length) return `views differ from ${JSON.stringify(want)}: ${differ.map((p) => `${p.node} ${JSON.stringify(p.view)}`).join('; ')}`;
-  return undefined;
-}
 
 /** The agents, drivers and probes of one scenario, in the shared lab. */
 class Scene {
