@@ -5,6 +5,7 @@ import { KizunaError, asKizunaError } from '../mesh/errors.js';
 const COMMANDS: Record<string, { summary: string; load: () => Promise<{ run(argv: string[]): Promise<number> }> }> = {
   agent: { summary: 'run an agent: embedded broker + models + inference', load: () => import('./commands/agent.js') },
   infer: { summary: 'ask the mesh for one inference: kizuna infer MODEL FILE', load: () => import('./commands/infer.js') },
+  batch: { summary: 'run a model on every image of a folder across the mesh: kizuna batch MODEL DIR', load: () => import('./commands/batch.js') },
   demo: { summary: 'start an agent on loopback and classify held-out MNIST digits through MQTT', load: () => import('./commands/demo.js') },
 };
 

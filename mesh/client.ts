@@ -13,6 +13,7 @@ import { randomBytes } from 'node:crypto';
 import { KizunaError } from './errors.js';
 import { decodeReply, encodeImageRequest, encodeTensorRequest, type EncodeOptions, type InferenceResult } from './messages.js';
 import { Transport } from './mqtt.js';
+import { runBatch, type BatchItem, type BatchOptions } from './batch.js';
 import type { Tensor } from './tensor.js';
 import { assertSegment, topics } from './topics.js';
 
@@ -161,6 +162,14 @@ export class KizunaClient {
     } catch (err) {
       p.reject(err as Error);
     }
+  }
+
+  /**
+   * Many inputs through the mesh: yields each input's result (or error) exactly once, in input
+   * order, while up to `window` run at once across the mesh's boards. See batch.ts.
+   */
+  batch(model: string, inputs: readonly (() => Promise<InferInput> | InferInput)[], options: BatchOptions = {}): AsyncGenerator<BatchItem> {
+    return runBatch(this, model, inputs, options);
   }
 
   async close(): Promise<void> {
