@@ -26,7 +26,7 @@ export interface ClientOptions {
   timeoutMs?: number;
   /** Send an unanswered request again (same id) after this long (default 2000 ms). */
   resendMs?: number;
-  /** MQTT keepalive: a dead broker is noticed after about 1.5 times this (default 5 s). */
+  /** MQTT keepalive: a dead broker is noticed after about 1.5 times this (default 2 s). */
   keepaliveSeconds?: number;
   /** Give up on one address after this long and try the next (default 2000 ms). */
   connectTimeoutMs?: number;
@@ -89,7 +89,7 @@ export class KizunaClient {
           // After a loss the other boards are tried too, 300 ms apart: the first to accept wins.
           alternatives: () => urls,
           clientId: `kizuna-${client}`,
-          keepaliveSeconds: options.keepaliveSeconds ?? 5,
+          keepaliveSeconds: options.keepaliveSeconds ?? 2,
           connectTimeoutMs: options.connectTimeoutMs ?? 2000,
         });
       } catch (err) {
