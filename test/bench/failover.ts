@@ -3,10 +3,10 @@
  * whether any request is lost, with real processes on real (namespaced) hosts and real mDNS.
  *
  * Lab: 4 hosts (network namespaces, 10.77.0.11-14). Agents `fa`, `fb`, `fc` in hosts 1-3 (same
- * machine, so the node id decides the rank). Four apps in host 4, each fixtures/app.js (a
+ * machine, so the node id decides the rank). Four apps in host 4, each test/netns/fixtures/driver.js (a
  * KizunaClient; 4 lanes of request -> answer -> 50 ms pause: a request every ~13 ms, at most 4 in
  * flight), that differ in what they know and how they are configured:
- *   app        all three agents' URLs, the broker's last; the client's defaults (keepalive 5 s,
+ *   app        all three agents' URLs, the broker's last; the client's defaults (keepalive 2 s,
  *              resend 2 s). The headline: what an app written as the README says sees.
  *   app-ka1    the same URLs with keepalive 1 s and resend 1 s (the settings of the namespace
  *              tests' driver, test/netns/fixtures/driver.ts).

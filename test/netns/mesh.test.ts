@@ -92,7 +92,7 @@ class Scene {
   /** Starts fixtures/driver.js in host n against the agents of `hosts` (in that order). */
   async driver(n: number, hosts: number[], options: { mesh?: string; client?: string; maxCount?: number } = {}): Promise<Driver> {
     const urls = hosts.map((h) => `mqtt://${this.addr(h)}`).join(',');
-    const args = [fixture('driver.js'), '--urls', urls, '--lanes', '4', '--pace-ms', '10', '--max-ms', '90000', '--client', options.client ?? `${this.name}-drv${n}`];
+    const args = [fixture('driver.js'), '--urls', urls, '--lanes', '4', '--pace-ms', '10', '--max-ms', '90000', '--keepalive-s', '1', '--resend-ms', '1000', '--client', options.client ?? `${this.name}-drv${n}`];
     if (options.mesh) args.push('--mesh', options.mesh);
     if (options.maxCount) args.push('--max-count', String(options.maxCount));
     const proc = this.track(this.lab.spawn(n, node, args), `h${n}-driver${this.logged.size}`);
