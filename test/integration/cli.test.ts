@@ -90,3 +90,23 @@ describe('kizuna command errors', () => {
     assert.match(r.stdout, /--max-payload-bytes\s+KIZUNA_MAX_PAYLOAD_BYTES/);
   });
 });
+
+describe('kizuna demo (what npm start runs)', () => {
+  test('a mesh of three agents on loopback shares the job; the last line is one JSON object', async () => {
+    const r = await runCli(['demo', '--count', '300']);
+    assert.equal(r.code, 0, r.stderr);
+    const lines = r.stdout.trim().split('\n');
+    const summary = JSON.parse(lines.at(-1)!);
+    assert.equal(summary.count, 300);
+    assert.equal(summary.agents, 3);
+    for (const key of ['accuracy', 'throughput_per_s', 'p50_ms', 'p95_ms', 'int8_accuracy', 'int8_throughput_per_s', 'int8_p50_ms', 'int8_p95_ms', 'batch_throughput_per_s']) {
+      assert.equal(typeof summary[key], 'number', key);
+    }
+    assert.ok(summary.accuracy > 0.9 && summary.int8_accuracy > 0.9, r.stdout);
+    assert.deepEqual(Object.keys(summary.share).sort(), ['board-1', 'board-2', 'board-3']);
+    assert.ok(Object.values<number>(summary.share).every((n) => n > 0), `every board answered some of the shared job: ${JSON.stringify(summary.share)}`);
+    assert.equal(Object.values<number>(summary.share).reduce((a, b) => a + b, 0), 300);
+    assert.match(r.stdout, /mesh formed in [\d.]+ s: board-1 \(broker\)/);
+    assert.doesNotMatch(r.stderr, /warn|error/i, 'the agents say nothing at log level warn');
+  });
+});
