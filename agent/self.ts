@@ -57,6 +57,7 @@ export function statusOf(s: SelfState): NodeStatus {
       version: m.version,
       sha256: m.sha256,
       inputs: m.inputs,
+      outputs: m.outputs,
       ...(m.preprocess ? { image: { width: m.preprocess.width, height: m.preprocess.height, channels: m.preprocess.channels } } : {}),
     })),
   };

@@ -6,8 +6,10 @@
  */
 import { EventEmitter } from 'node:events';
 import { KizunaError, asKizunaError, type ErrorCode } from '../mesh/errors.js';
-import { decodeRequest, encodeError, encodeResult } from '../mesh/messages.js';
-import { parseTaskTopic, topics, type RequestTopic } from '../mesh/topics.js';
+import { decodeRequest, decodeRequestObject, encodeError, encodeResult, type DecodedRequest } from '../mesh/messages.js';
+import { tensorToJson } from '../mesh/codec.js';
+import { decodeShard, encodeShardResult, RETRYABLE, type ItemResult } from '../mesh/jobs.js';
+import { parseShardTopic, parseTaskTopic, topics, type RequestTopic, type ShardRef } from '../mesh/topics.js';
 import type { Bus } from '../mesh/bus.js';
 import type { LoadedModel, ModelStore } from '../models/store.js';
 import { answer, infer, prepare } from '../models/pipeline.js';
@@ -35,6 +37,8 @@ export interface WorkerStats {
   answered: number;
   errors: Partial<Record<ErrorCode, number>>;
   duplicates: number;
+  /** Parts of jobs run here (their inputs count in received/answered too). */
+  shards: number;
 }
 
 /** Errors a retry with the same id may not meet again, so their replies are not cached. */
@@ -42,7 +46,7 @@ const TRANSIENT: ReadonlySet<ErrorCode> = new Set(['KZ_ERR_OVERLOADED', 'KZ_ERR_
 
 /** Events: 'accepted' (key) when a request is taken, 'replied' (key, errorCode?) when its reply is sent. */
 export class Worker extends EventEmitter {
-  readonly stats: WorkerStats = { received: 0, answered: 0, errors: {}, duplicates: 0 };
+  readonly stats: WorkerStats = { received: 0, answered: 0, errors: {}, duplicates: 0, shards: 0 };
   private readonly cache: ReplyCache;
   private readonly running = new Set<string>();
   private readonly inferSlots: Semaphore;
@@ -72,12 +76,20 @@ export class Worker extends EventEmitter {
   async start(): Promise<void> {
     this.unlisten = this.bus.onMessage((topic, payload, retained) => {
       const req = parseTaskTopic(topic);
-      if (!req || req.mesh !== this.options.mesh || req.node !== this.options.node) return;
+      const shard = req ? undefined : parseShardTopic(topic);
+      const target = req ?? shard;
+      if (!target || target.mesh !== this.options.mesh || target.node !== this.options.node) return;
       // A retained task would run again at every (re)subscription: serve tasks live only.
       if (retained) this.log.warn(`ignored a retained task on ${topic}`);
-      else this.onTask(req, payload);
+      else if (req) this.onTask(req, payload);
+      else this.onShard(shard!, payload);
     });
     await this.bus.subscribe(this.taskTopic, 1);
+    await this.bus.subscribe(this.shardTopic, 1);
+  }
+
+  private get shardTopic(): string {
+    return topics.shardsFor(this.options.mesh, this.options.node);
   }
 
   /** The dispatcher hands this agent its requests on its own task topic. */
@@ -94,6 +106,7 @@ export class Worker extends EventEmitter {
     if (this.running.size) await new Promise<void>((resolve) => (this.idle = resolve));
     await Promise.allSettled([...this.publishes]);
     await this.bus.unsubscribe(this.taskTopic).catch(() => undefined);
+    await this.bus.unsubscribe(this.shardTopic).catch(() => undefined);
     this.unlisten?.();
   }
 
@@ -128,19 +141,39 @@ export class Worker extends EventEmitter {
 
   private async handle(req: RequestTopic, payload: Buffer, receivedAt: number): Promise<void> {
     const decoded = decodeRequest(payload, this.options);
-    const model = this.modelFor(req.model, decoded.options.version);
+    const { model, outputs, answers, timings } = await this.execute(req.model, () => decoded, receivedAt);
+    const result = {
+      id: req.id,
+      model: model.manifest.name,
+      version: model.manifest.version,
+      agent: this.options.node,
+      ...(decoded.options.rawOutputs ? { outputs } : {}),
+      ...(answers ? { answers } : {}),
+      timings,
+    };
+    this.stats.answered++;
+    this.reply(req, req.id, encodeResult(result, decoded.options.reply));
+  }
+
+  /**
+   * One inference, timed step by step. `decode` runs once a prepare slot is free, so the inputs
+   * of a big shard are not all decoded into memory at once.
+   */
+  private async execute(modelName: string, decode: () => DecodedRequest, receivedAt: number) {
     // The prepare slot is held until the inference ends: it bounds how many prepared inputs wait in memory.
     const run = await this.prepareSlots.run(async () => {
       const started = this.now();
+      const decoded = decode();
+      const model = this.modelFor(modelName, decoded.options.version);
       const prepared = await prepare(model, decoded.body, this.options);
       const preparedAt = this.now();
       return this.inferSlots.run(async () => {
         const inferStart = this.now();
         const outputs = await infer(model, prepared);
-        return { started, preparedAt, inferStart, inferEnd: this.now(), outputs };
+        return { decoded, model, started, preparedAt, inferStart, inferEnd: this.now(), outputs };
       });
     });
-    const answers = answer(model, run.outputs, decoded.options.topK);
+    const answers = answer(run.model, run.outputs, run.decoded.options.topK);
     const done = this.now();
     const timings = {
       queue_ms: round(run.started - receivedAt + (run.inferStart - run.preparedAt)),
@@ -149,17 +182,73 @@ export class Worker extends EventEmitter {
       post_ms: round(done - run.inferEnd),
       total_ms: round(done - receivedAt),
     };
-    const result = {
-      id: req.id,
-      model: model.manifest.name,
-      version: model.manifest.version,
-      agent: this.options.node,
-      ...(decoded.options.rawOutputs ? { outputs: run.outputs } : {}),
-      ...(answers ? { answers } : {}),
-      timings,
+    return { model: run.model, decoded: run.decoded, outputs: run.outputs, answers, timings };
+  }
+
+  /**
+   * A part of a job: each item is a request of its own (its own errors), and the results go back
+   * together to the dispatcher, which checks them and streams them to the app in order.
+   */
+  private onShard(ref: ShardRef & { mesh: string }, payload: Buffer): void {
+    const key = `${ref.client}/${ref.job}/${ref.start}-${ref.end}`;
+    const topic = topics.shardResult(this.options.mesh, ref);
+    const cached = this.cache.get(key);
+    if (cached || this.running.has(key)) {
+      this.stats.duplicates++;
+      if (cached && !this.sending.has(key)) this.send(key, cached.topic, cached.payload);
+      return;
+    }
+    const count = ref.end - ref.start;
+    const failAll = (err: KizunaError) => {
+      this.stats.errors[err.code] = (this.stats.errors[err.code] ?? 0) + count;
+      this.send(key, topic, encodeShardResult(this.options.node, Array.from({ length: count }, () => itemError(err))));
     };
-    this.stats.answered++;
-    this.reply(req, req.id, encodeResult(result, decoded.options.reply));
+    if (this.draining) return failAll(new KizunaError('KZ_ERR_SHUTTING_DOWN', 'agent is shutting down'));
+    if (this.running.size >= this.options.maxQueue) return failAll(new KizunaError('KZ_ERR_OVERLOADED', `${this.running.size} requests are queued here`));
+    this.stats.shards++;
+    this.stats.received += count;
+    this.running.add(key);
+    this.emit('accepted', key);
+    this.runShard(ref, payload, count)
+      .then((results) => {
+        const body = encodeShardResult(this.options.node, results);
+        // A shard whose every input must be run again is not worth remembering.
+        if (!results.every((r) => !r.ok && RETRYABLE.has(r.error.code))) this.cache.set(key, { topic, payload: body });
+        this.send(key, topic, body);
+        this.emit('replied', key);
+      })
+      .catch((err) => failAll(asKizunaError(err)))
+      .finally(() => {
+        this.running.delete(key);
+        if (this.running.size === 0) this.idle?.();
+      });
+  }
+
+  private async runShard(ref: ShardRef, payload: Buffer, count: number): Promise<ItemResult[]> {
+    const receivedAt = this.now();
+    const items = decodeShard(payload, this.options);
+    if (items.length !== count) throw new KizunaError('KZ_ERR_BAD_REQUEST', `shard ${ref.start}-${ref.end} holds ${items.length} inputs`);
+    return Promise.all(
+      items.map(async (item): Promise<ItemResult> => {
+        try {
+          const r = await this.execute(ref.model, () => decodeRequestObject(item, this.options), receivedAt);
+          this.stats.answered++;
+          return {
+            ok: true,
+            model: r.model.manifest.name,
+            version: r.model.manifest.version,
+            ...(r.decoded.options.rawOutputs ? { outputs: Object.fromEntries(Object.entries(r.outputs).map(([n, t]) => [n, tensorToJson(t)])) } : {}),
+            ...(r.answers ? { answers: r.answers } : {}),
+            timings: r.timings,
+          };
+        } catch (err) {
+          const e = asKizunaError(err);
+          if (e.code === 'KZ_ERR_INTERNAL') this.log.error(`shard ${ref.client}/${ref.job}: ${e.stack ?? e.message}`);
+          this.stats.errors[e.code] = (this.stats.errors[e.code] ?? 0) + 1;
+          return itemError(e);
+        }
+      }),
+    );
   }
 
   private modelFor(name: string, version: string | undefined): LoadedModel {
@@ -197,3 +286,4 @@ export class Worker extends EventEmitter {
 }
 
 const round = (ms: number): number => Math.round(ms * 1000) / 1000;
+const itemError = (err: KizunaError): ItemResult => ({ ok: false, error: { code: err.code, message: err.message } });

@@ -7,12 +7,15 @@
  * here (bounded), so a slow board is never flooded. Outstanding tasks of an agent
  * that dies or restarts are handed to another agent, so each request still gets its answer.
  * Requests whose topic is bad, or whose model nobody serves, are answered here with an error.
+ * Jobs (many inputs in one message) are split into shards here too (jobs.ts), in the slots that
+ * single requests leave: a request waiting for a slot always goes first.
  */
 import { KizunaError, type ErrorCode } from '../mesh/errors.js';
 import { encodeError } from '../mesh/messages.js';
 import { Roster } from '../mesh/roster.js';
 import { parseReplyTopic, parseRequestTopic, topics, type RequestTopic } from '../mesh/topics.js';
 import type { Logger } from '../agent/log.js';
+import { Jobs, type JobsOptions } from './jobs.js';
 
 /** What the dispatcher needs of a broker: in-process subscribe and publish. */
 export interface BrokerPort {
@@ -53,16 +56,34 @@ export class Dispatcher {
   /** Requests waiting for a free slot, oldest first. */
   private readonly waiting: { req: RequestTopic; payload: Buffer }[] = [];
   /** Measured ms per request, by agent and model; and when each agent last answered. */
-  private readonly msPerTask = new Map<string, number>();
+  private readonly msPerInput = new Map<string, number>();
   private readonly lastAnswer = new Map<string, number>();
   private readonly now: () => number;
+  readonly jobs: Jobs;
+  private ticker?: NodeJS.Timeout;
 
   constructor(
     private readonly broker: BrokerPort,
-    private readonly options: { mesh: string; node: string; log: Logger; memory?: number; maxWaiting?: number; now?: () => number },
+    private readonly options: {
+      mesh: string; node: string; log: Logger; memory?: number; maxWaiting?: number; now?: () => number;
+      /** How often late shards and job progress are looked at (0: only when tick() is called, for tests). */
+      tickMs?: number;
+      jobs?: Partial<JobsOptions>;
+    },
   ) {
     this.now = options.now ?? (() => performance.now());
     this.roster.on('change', (node: string) => this.onNodeChange(node));
+    this.jobs = new Jobs(
+      broker,
+      {
+        serving: (model) => this.roster.serving(model),
+        free: (node) => (this.roster.get(node)?.slots ?? DEFAULT_SLOTS) - this.queuedAt(node),
+        msPerInput: (node, model) => this.msPerInput.get(`${node}/${model}`),
+        measured: (node, model, inputs, since, finished) => this.sample(node, model, inputs, since, finished),
+        noAgent: (model) => this.noAgent(model),
+      },
+      { mesh: options.mesh, node: options.node, log: options.log, now: this.now, ...options.jobs },
+    );
   }
 
   async start(): Promise<void> {
@@ -72,9 +93,28 @@ export class Dispatcher {
     await on(topics.allNodeStatus(mesh), (t, p) => this.roster.accept(t, p));
     await on(topics.allReplies(mesh), (t) => this.onReply(t));
     await on(topics.allRequests(mesh), (t, p) => this.onRequest(t, p));
+    await on(topics.allShardResults(mesh), (t, p) => {
+      this.jobs.onShardResult(t, p);
+      this.drain();
+    });
+    await on(topics.allJobs(mesh), (t, p) => {
+      this.jobs.onJob(t, p);
+      this.drain();
+    });
+    const tickMs = this.options.tickMs ?? 100;
+    if (tickMs > 0) this.ticker = setInterval(() => this.tick(), tickMs).unref();
+  }
+
+  /** Late shards get hedged, apps hear how their jobs progress. */
+  tick(): void {
+    this.guard(() => {
+      this.jobs.tick();
+      this.drain();
+    });
   }
 
   async stop(): Promise<void> {
+    clearInterval(this.ticker);
     await Promise.all(this.unsubscribers.splice(0).map((u) => u()));
   }
 
@@ -140,6 +180,8 @@ export class Dispatcher {
       const { req } = this.waiting.pop()!;
       this.refuse(req, new KizunaError('KZ_ERR_OVERLOADED', `${max} requests already wait for a free agent; retry later with the same id`), req.model);
     }
+    // Slots no single request wants go to jobs.
+    this.jobs.pump();
   }
 
   private send(task: Task): void {
@@ -150,7 +192,7 @@ export class Dispatcher {
   private queuedAt(node: string): number {
     let n = 0;
     for (const t of this.tasks.values()) if (t.node === node) n++;
-    return n;
+    return n + this.jobs.copiesAt(node);
   }
 
   /**
@@ -163,7 +205,7 @@ export class Dispatcher {
     for (const status of this.roster.serving(model)) {
       const queued = this.queuedAt(status.node);
       if (queued >= (status.slots ?? DEFAULT_SLOTS)) continue;
-      const ms = this.msPerTask.get(`${status.node}/${model}`);
+      const ms = this.msPerInput.get(`${status.node}/${model}`);
       const finish = ms === undefined ? (queued === 0 ? -1 : Number.POSITIVE_INFINITY) : (queued + 1) * ms;
       if (!best || finish < best.finish || (finish === best.finish && status.node < best.status.node)) best = { status, finish };
     }
@@ -197,18 +239,23 @@ export class Dispatcher {
    */
   private measure(task: Task): void {
     if (task.sentAt === undefined) return;
+    this.sample(task.node, task.req.model, 1, Math.max(task.sentAt, this.lastAnswer.get(task.node) ?? 0), true);
+  }
+
+  /** `node` spent (now - since) on `inputs` inputs of `model` (still running when not `finished`: a lower bound). */
+  private sample(node: string, model: string, inputs: number, since: number, finished: boolean): void {
     const now = this.now();
-    const since = Math.max(task.sentAt, this.lastAnswer.get(task.node) ?? 0);
-    this.lastAnswer.set(task.node, now);
-    const key = `${task.node}/${task.req.model}`;
-    const sample = Math.max(0.01, now - since);
-    const old = this.msPerTask.get(key);
-    this.msPerTask.set(key, old === undefined ? sample : old + EWMA * (sample - old));
+    if (finished) this.lastAnswer.set(node, now);
+    const key = `${node}/${model}`;
+    const sample = Math.max(0.01, (now - since) / Math.max(1, inputs));
+    const old = this.msPerInput.get(key);
+    if (!finished && old !== undefined && sample <= old) return;
+    this.msPerInput.set(key, old === undefined ? sample : old + EWMA * (sample - old));
   }
 
   /** Measured ms per request of `model` on `node`, if any. */
   estimate(node: string, model: string): number | undefined {
-    return this.msPerTask.get(`${node}/${model}`);
+    return this.msPerInput.get(`${node}/${model}`);
   }
 
   /**
@@ -217,6 +264,7 @@ export class Dispatcher {
    */
   private onNodeChange(node: string): void {
     const status = this.roster.get(node);
+    this.jobs.onNodeChange(node, status);
     for (const [key, task] of this.tasks) {
       if (task.node !== node) continue;
       if (status?.online && status.instance === task.instance) {

@@ -14,6 +14,7 @@ import { KizunaError } from './errors.js';
 import { decodeReply, encodeImageRequest, encodeTensorRequest, type EncodeOptions, type InferenceResult } from './messages.js';
 import { Transport } from './mqtt.js';
 import { runBatch, type BatchItem, type BatchOptions } from './batch.js';
+import { JobRun, type JobChannel, type JobInput, type JobRunOptions } from './job-client.js';
 import type { Tensor } from './tensor.js';
 import { assertSegment, topics } from './topics.js';
 
@@ -53,6 +54,7 @@ interface Pending {
 
 export class KizunaClient {
   private readonly pending = new Map<string, Pending>();
+  private readonly jobListeners = new Map<string, Parameters<JobChannel['listen']>[1]>();
   private seq = 0;
   private readonly prefix = randomBytes(4).toString('hex');
   private readonly resendTimer: NodeJS.Timeout;
@@ -64,10 +66,18 @@ export class KizunaClient {
     private readonly timeoutMs: number,
     private readonly resendMs: number,
   ) {
-    transport.onMessage((topic, payload) => this.onReply(topic, payload));
+    const jobPrefix = topics.jobResults(mesh, client, '');
+    transport.onMessage((topic, payload) => {
+      if (topic.startsWith(jobPrefix)) this.jobListeners.get(topic.slice(jobPrefix.length))?.message(payload);
+      else this.onReply(topic, payload);
+    });
     // After a reconnection (a broker failover), every unanswered request goes out again with its
-    // id: the mesh answers each id once, and this client keeps only the first reply.
-    transport.on('up', () => this.resend(0));
+    // id: the mesh answers each id once, and this client keeps only the first reply. Jobs ask
+    // for the results they lack.
+    transport.on('up', () => {
+      this.resend(0);
+      for (const l of this.jobListeners.values()) l.reconnected();
+    });
     this.resendTimer = setInterval(() => this.resend(this.resendMs), Math.max(50, resendMs / 2));
   }
 
@@ -103,6 +113,7 @@ export class KizunaClient {
     // A board that went silent (keepalive) is likely gone: do not knock on it first.
     transport.on('down', (loss: { silent: boolean }) => loss.silent && next());
     await transport.subscribe(topics.repliesTo(mesh, client), 1);
+    await transport.subscribe(topics.jobResultsTo(mesh, client), 1);
     return new KizunaClient(transport, mesh, client, options.timeoutMs ?? 30_000, options.resendMs ?? 2_000);
   }
 
@@ -165,8 +176,27 @@ export class KizunaClient {
   }
 
   /**
-   * Many inputs through the mesh: yields each input's result (or error) exactly once, in input
-   * order, while up to `window` run at once across the mesh's boards. See batch.ts.
+   * A job: many inputs in one message, split by the mesh across its boards by their speed. Iterate
+   * the returned run for each input's result (or error) exactly once, in input order. It starts
+   * at once; see job-client.ts.
+   */
+  job(model: string, inputs: readonly JobInput[], options: JobRunOptions & { id?: string } = {}): JobRun {
+    const id = options.id ?? `${this.prefix}-j${++this.seq}`;
+    const topic = topics.job(this.mesh, model, this.client, id);
+    if (this.jobListeners.has(id)) throw new KizunaError('KZ_ERR_BAD_REQUEST', `job id ${id} is already running`);
+    const channel: JobChannel = {
+      publish: (t, payload) => void this.transport.publish(t, payload, { qos: 1 }).catch(() => undefined),
+      listen: (jobId, on) => {
+        this.jobListeners.set(jobId, on);
+        return () => this.jobListeners.delete(jobId);
+      },
+    };
+    return new JobRun(channel, topic, id, inputs, { timeoutMs: this.timeoutMs, ...options });
+  }
+
+  /**
+   * Any number of inputs, loaded lazily and sent as consecutive jobs: yields each input's result
+   * (or error) exactly once, in input order. See batch.ts.
    */
   batch(model: string, inputs: readonly (() => Promise<InferInput> | InferInput)[], options: BatchOptions = {}): AsyncGenerator<BatchItem> {
     return runBatch(this, model, inputs, options);
@@ -175,6 +205,7 @@ export class KizunaClient {
   async close(): Promise<void> {
     clearInterval(this.resendTimer);
     for (const id of [...this.pending.keys()]) this.settle(id)?.reject(new KizunaError('KZ_ERR_SHUTTING_DOWN', 'client closed'));
+    for (const l of [...this.jobListeners.values()]) l.closed();
     await this.transport.close();
   }
 }

@@ -51,6 +51,11 @@ function decodeJsonRequest(payload: Uint8Array, limits: WireLimits): DecodedRequ
   } catch (err) {
     throw new KizunaError('KZ_ERR_MALFORMED', `request is not valid JSON: ${(err as Error).message}`);
   }
+  return decodeRequestObject(msg, limits);
+}
+
+/** A request already parsed from JSON (a single request, or one item of a job's shard). */
+export function decodeRequestObject(msg: unknown, limits: WireLimits): DecodedRequest {
   if (!checkJsonRequest.Check(msg)) throw schemaError('request', firstError(checkJsonRequest, msg));
   const given = [msg.inputs, msg.image, msg.images].filter((x) => x !== undefined).length;
   if (given !== 1) throw new KizunaError('KZ_ERR_BAD_REQUEST', 'request needs exactly one of "inputs", "image" or "images"');

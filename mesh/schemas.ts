@@ -23,7 +23,7 @@ export const FrameTensorSchema = Type.Object(
   { additionalProperties: false },
 );
 
-const RequestOptions = {
+export const RequestOptions = {
   /** Only this version of the model (any loaded version when absent). */
   version: Type.Optional(Type.String({ maxLength: 32 })),
   /** How many classes to return for classifiers (the manifest's default when absent). */

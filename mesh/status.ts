@@ -10,6 +10,8 @@ export interface ModelSummary {
   version: string;
   sha256: string;
   inputs: { name: string; dtype: string; shape: (number | string)[] }[];
+  /** What its results must look like: the dispatcher checks a job's results against these. */
+  outputs?: { name: string; dtype: string; shape: (number | string)[] }[];
   image?: { width: number; height: number; channels: string };
 }
 

@@ -4,6 +4,10 @@
  *   kizuna/v1/<mesh>/req/<model>/<client>/<id>   request, published by an app
  *   kizuna/v1/<mesh>/res/<client>/<id>           its reply (result or error)
  *   kizuna/v1/<mesh>/task/<node>/<model>/<client>/<id>   a request given to one agent by the dispatcher
+ *   kizuna/v1/<mesh>/job/<model>/<client>/<job>  a job (many inputs), published by an app
+ *   kizuna/v1/<mesh>/jobres/<client>/<job>       its results in input order, with progress
+ *   kizuna/v1/<mesh>/shard/<node>/<model>/<client>/<job>/<start>-<end>   part of a job given to one agent
+ *   kizuna/v1/<mesh>/shardres/<client>/<job>/<start>-<end>               that part's results, for the dispatcher
  *   kizuna/v1/<mesh>/node/<node>/status          retained: the agent's models and state
  *   kizuna/v1/<mesh>/broker                      retained: the elected broker and its term
  *
@@ -58,6 +62,32 @@ export const topics = {
   allReplies(mesh: string): string {
     return `${ROOT}/${mesh}/res/#`;
   },
+  job(mesh: string, model: string, client: string, job: string): string {
+    for (const [k, v] of [['mesh', mesh], ['model', model], ['client', client], ['job id', job]] as const) assertSegment(k, v);
+    return `${ROOT}/${mesh}/job/${model}/${client}/${job}`;
+  },
+  allJobs(mesh: string): string {
+    return `${ROOT}/${mesh}/job/#`;
+  },
+  jobResults(mesh: string, client: string, job: string): string {
+    return `${ROOT}/${mesh}/jobres/${client}/${job}`;
+  },
+  /** Subscription for every job result to one client. */
+  jobResultsTo(mesh: string, client: string): string {
+    return `${ROOT}/${mesh}/jobres/${client}/+`;
+  },
+  shard(mesh: string, node: string, s: ShardRef): string {
+    return `${ROOT}/${mesh}/shard/${node}/${s.model}/${s.client}/${s.job}/${s.start}-${s.end}`;
+  },
+  shardsFor(mesh: string, node: string): string {
+    return `${ROOT}/${mesh}/shard/${node}/#`;
+  },
+  shardResult(mesh: string, s: Omit<ShardRef, 'model'>): string {
+    return `${ROOT}/${mesh}/shardres/${s.client}/${s.job}/${s.start}-${s.end}`;
+  },
+  allShardResults(mesh: string): string {
+    return `${ROOT}/${mesh}/shardres/#`;
+  },
   brokerRecord(mesh: string): string {
     return `${ROOT}/${mesh}/broker`;
   },
@@ -68,6 +98,15 @@ export const topics = {
     return `${ROOT}/${mesh}/node/+/status`;
   },
 };
+
+/** One part of a job: inputs start..end-1 (end exclusive) of job `job` of `client`. */
+export interface ShardRef {
+  model: string;
+  client: string;
+  job: string;
+  start: number;
+  end: number;
+}
 
 export interface RequestTopic {
   mesh: string;
@@ -139,4 +178,41 @@ export function parseNodeStatusTopic(topic: string): string | undefined {
   const parts = topic.split('/');
   if (parts.length !== 6 || `${parts[0]}/${parts[1]}` !== ROOT || parts[3] !== 'node' || parts[5] !== 'status') return undefined;
   return isSegment(parts[4]!) ? parts[4] : undefined;
+}
+
+/**
+ * A job topic: like a request topic (the same error cases), with `job` as the id. The parts are
+ * the same, so the request parser does the work.
+ */
+export function parseJobTopic(topic: string): ReturnType<typeof parseRequestTopic> {
+  const parts = topic.split('/');
+  if (parts[3] !== 'job') return { ok: false, error: new KizunaError('KZ_ERR_BAD_TOPIC', `not a job topic: ${topic.slice(0, 200)}`) };
+  parts[3] = 'req';
+  return parseRequestTopic(parts.join('/'));
+}
+
+const RANGE = /^(\d{1,9})-(\d{1,9})$/;
+
+function parseRange(segment: string): { start: number; end: number } | undefined {
+  const m = RANGE.exec(segment);
+  if (!m) return undefined;
+  const start = Number(m[1]), end = Number(m[2]);
+  return start < end ? { start, end } : undefined;
+}
+
+/** A shard topic's parts, or undefined. */
+export function parseShardTopic(topic: string): (ShardRef & { mesh: string; node: string }) | undefined {
+  const parts = topic.split('/');
+  if (parts.length !== 9 || `${parts[0]}/${parts[1]}` !== ROOT || parts[3] !== 'shard') return undefined;
+  const [, , mesh, , node, model, client, job, range] = parts as [string, string, string, string, string, string, string, string, string];
+  const r = parseRange(range);
+  return r && [mesh, node, model, client, job].every(isSegment) ? { mesh, node, model, client, job, ...r } : undefined;
+}
+
+/** A shard result topic's parts, or undefined. */
+export function parseShardResultTopic(topic: string): { client: string; job: string; start: number; end: number } | undefined {
+  const parts = topic.split('/');
+  if (parts.length !== 7 || `${parts[0]}/${parts[1]}` !== ROOT || parts[3] !== 'shardres') return undefined;
+  const r = parseRange(parts[6]!);
+  return r && isSegment(parts[4]!) && isSegment(parts[5]!) ? { client: parts[4]!, job: parts[5]!, ...r } : undefined;
 }

@@ -19,7 +19,7 @@ in order: {"file", "index", "agent", "label", "score", "answers"} or {"file", "i
                    resumed: the images it already has are skipped
   --broker URL     an agent of the mesh; repeat for several (default mqtt://127.0.0.1:1883, or $KIZUNA_URL)
   --mesh NAME      mesh name (default home, or $KIZUNA_MESH)
-  --window N       images in flight at once (default 32)
+  --job-size N     images sent per job (default 256); the next job is sent while one runs
   --top-k N        classes per answer`;
 
 const IMAGE = /\.(jpe?g|png|webp|gif|tiff?)$/i;
@@ -70,7 +70,7 @@ export async function run(argv: string[]): Promise<number> {
       out: { type: 'string' },
       broker: { type: 'string', multiple: true },
       mesh: { type: 'string' },
-      window: { type: 'string' },
+      'job-size': { type: 'string' },
       'top-k': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -100,7 +100,7 @@ export async function run(argv: string[]): Promise<number> {
   let failed = 0;
   try {
     const items = client.batch(model, files.map((f) => () => fs.promises.readFile(f)), {
-      window: Number(values.window ?? 32),
+      jobSize: Number(values['job-size'] ?? 256),
       ...(values['top-k'] ? { topK: Number(values['top-k']) } : {}),
       rawOutputs: false,
       onProgress: (p) => {

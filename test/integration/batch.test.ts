@@ -53,7 +53,7 @@ describe('batches across a mesh of a fast and a slow board', () => {
   test('client.batch: each result once, in input order; the fast board does most of the work', async () => {
     const seen: number[] = [];
     const byAgent: Record<string, number> = {};
-    for await (const item of client.batch('digits', digits.map((d) => () => ({ input: { dtype: 'float32' as const, shape: [1, 1, 28, 28], data: d.pixels } })), { window: 8 })) {
+    for await (const item of client.batch('digits', digits.map((d) => () => ({ input: { dtype: 'float32' as const, shape: [1, 1, 28, 28], data: d.pixels } })), { jobSize: 32 })) {
       assert.equal(item.error, undefined);
       seen.push(item.index);
       assert.equal((item.result!.answers![0] as { index: number }).index, expected[item.index]);
@@ -88,7 +88,7 @@ describe('batches across a mesh of a fast and a slow board', () => {
   test('a board killed mid-batch: every input still gets its one result', async () => {
     const items: number[] = [];
     let killed = false;
-    for await (const item of client.batch('digits', digits.map((d) => () => ({ input: { dtype: 'float32' as const, shape: [1, 1, 28, 28], data: d.pixels } })), { window: 8 })) {
+    for await (const item of client.batch('digits', digits.map((d) => () => ({ input: { dtype: 'float32' as const, shape: [1, 1, 28, 28], data: d.pixels } })), { jobSize: 32 })) {
       assert.equal(item.error, undefined, item.error?.message);
       assert.equal((item.result!.answers![0] as { index: number }).index, expected[item.index]);
       items.push(item.index);
