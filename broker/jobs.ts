@@ -100,6 +100,37 @@ interface JobState {
   byAgent: Record<string, number>;
 }
 
+/** A board as the pump sees it while placing shards. */
+interface Board {
+  status: NodeStatus;
+  /** Measured ms per input of this model (undefined: never measured). */
+  ms: number | undefined;
+  /** Inputs per ms, for shares (unmeasured: the slowest measured board's). */
+  rate: number;
+  free: number;
+  copies: number;
+  /** When the work already queued on it should end. */
+  end: number;
+}
+
+/**
+ * The board that is free soonest; an unmeasured one first, but only with nothing running (one
+ * probe shard at a time). Ties: faster, then node id.
+ */
+function pickBoard(boards: readonly Board[], exclude: readonly string[]): Board | undefined {
+  let best: Board | undefined;
+  let bestEnd = Number.POSITIVE_INFINITY;
+  for (const b of boards) {
+    if (b.free < 1 || exclude.includes(b.status.node)) continue;
+    if (b.ms === undefined && b.copies > 0) continue;
+    const end = b.ms === undefined ? Number.NEGATIVE_INFINITY : b.end;
+    const better = !best || end < bestEnd
+      || (end === bestEnd && ((b.ms ?? 0) < (best.ms ?? 0) || ((b.ms ?? 0) === (best.ms ?? 0) && b.status.node < best.status.node)));
+    if (better) (best = b), (bestEnd = end);
+  }
+  return best;
+}
+
 export interface JobStats {
   jobs: number;
   shards: number;
@@ -285,71 +316,82 @@ export class Jobs {
   /**
    * Gives free slots work: late shards first (a copy elsewhere), then new shards of the oldest
    * jobs, then, when nothing is pending anywhere, copies of the stragglers an idle agent would beat.
+   * Works on one snapshot of the boards, updated as it places shards (this runs at every result).
    */
   pump(): void {
+    if (!this.jobs.size) return;
+    const now = this.o.now();
+    const ends = this.expectedEnds(now);
+    const boards = new Map<string, Board[]>();
+    const boardsOf = (model: string): Board[] => {
+      let list = boards.get(model);
+      if (!list) boards.set(model, (list = this.boards(model, ends, now)));
+      return list;
+    };
     for (const job of this.jobs.values()) {
+      const list = boardsOf(job.req.model);
       for (const flight of job.flights.values()) {
         if (flight.done || flight.copies.length >= 2 || !flight.copies.every((c) => c.late)) continue;
-        const agent = this.pickAgent(job, flight.copies.map((c) => c.node));
-        if (agent) this.place(job, flight, agent, 'hedged');
+        const board = pickBoard(list, flight.copies.map((c) => c.node));
+        if (board) this.place(job, flight, board, now, 'hedged');
       }
+      const rate = list.reduce((sum, b) => sum + b.rate, 0);
       for (let guard = 0; !job.pending.isEmpty && guard < 100_000; guard++) {
-        const agent = this.pickAgent(job, []);
-        if (!agent) break;
-        const ms = this.capacity.msPerInput(agent.node, job.req.model);
-        const size = shardSize(ms, this.shareOf(job.req.model, agent.node), job.pending.size, this.sizing);
+        const board = pickBoard(list, []);
+        if (!board) break;
+        // Shards shrink as the work left for this model (in every job) runs out, not each job's.
+        const size = shardSize(board.ms, rate > 0 ? board.rate / rate : 1, this.pendingOf(job.req.model), this.sizing);
         const fits = fitting(job.bytes, job.pending.first()!, this.o.maxShardBytes ?? 4 << 20);
         const range = job.pending.take(Math.min(size, fits))!;
         const key = `${range.start}-${range.end}`;
         const flight = job.flights.get(key) ?? { ...range, copies: [], done: false };
         job.flights.set(key, flight);
-        this.place(job, flight, agent);
+        this.place(job, flight, board, now);
       }
     }
     if ([...this.jobs.values()].some((j) => !j.pending.isEmpty)) return;
-    for (const job of this.jobs.values()) this.hedgeStragglers(job);
+    for (const job of this.jobs.values()) this.hedgeStragglers(job, boardsOf(job.req.model), ends, now);
   }
 
-  private hedgeStragglers(job: JobState): void {
-    const now = this.o.now();
-    for (let guard = 0; guard < 1000; guard++) {
-      const flights = [...job.flights.values()].filter((f) => !f.done && f.copies.length);
-      if (!flights.length) return;
-      const ends = this.expectedEnds(now);
-      const views = flights.map((f) => ({
+  /** Idle measured boards copy the stragglers they would finish sooner. */
+  private hedgeStragglers(job: JobState, boards: Board[], ends: Map<Copy, number>, now: number): void {
+    const views = [...job.flights.values()]
+      .filter((f) => !f.done && f.copies.length)
+      .map((f) => ({
         flight: f,
         copies: f.copies.length,
         placed: f.copies.map((c): Placed => ({ node: c.node, size: f.end - f.start, expectedEndMs: ends.get(c) ?? now })),
       }));
-      let placed = false;
-      for (const agent of this.candidates(job)) {
-        const ms = this.capacity.msPerInput(agent.node, job.req.model);
-        if (ms === undefined || this.loadEnd(agent.node, ends, now) > now) continue; // only an idle, measured agent
-        const pick = pickHedge(views, { node: agent.node, ms }, now, this.o.hedgeMargin ?? 0.25);
-        if (!pick) continue;
-        this.place(job, pick.flight, agent, 'hedged');
-        placed = true;
-        break;
-      }
-      if (!placed) return;
+    for (const board of boards) {
+      if (!views.length) return;
+      if (board.ms === undefined || board.free < 1 || board.end > now) continue;
+      const pick = pickHedge(views, { node: board.status.node, ms: board.ms }, now, this.o.hedgeMargin ?? 0.25);
+      if (!pick) continue;
+      const copy = this.place(job, pick.flight, board, now, 'hedged');
+      pick.copies++;
+      pick.placed.push({ node: copy.node, size: pick.flight.end - pick.flight.start, expectedEndMs: board.end });
     }
   }
 
-  private place(job: JobState, flight: Flight, agent: NodeStatus, why?: 'hedged'): void {
-    const now = this.o.now();
-    const ms = this.capacity.msPerInput(agent.node, job.req.model);
+  /** Sends one copy of `flight` to `board`, and counts it in the board's snapshot. */
+  private place(job: JobState, flight: Flight, board: Board, now: number, why?: 'hedged'): Copy {
     const size = flight.end - flight.start;
-    const ends = this.expectedEnds(now);
-    const startAt = Math.max(now, this.loadEnd(agent.node, ends, now));
+    const startAt = Math.max(now, board.end);
     const slack = this.o.slack ?? 3;
+    const ms = board.ms;
     const deadlineAt = ms === undefined
       ? now + (this.o.unknownMs ?? 30_000)
       : startAt + size * ms + Math.max(this.o.floorMs ?? 1000, size * ms * (slack - 1));
-    const copy: Copy = { node: agent.node, instance: agent.instance, seq: agent.seq, sentAt: now, deadlineAt, late: false };
+    const { node, instance, seq } = board.status;
+    const copy: Copy = { node, instance, seq, sentAt: now, deadlineAt, late: false };
     flight.copies.push(copy);
+    board.free--;
+    board.copies++;
+    board.end = ms === undefined ? Number.POSITIVE_INFINITY : startAt + size * ms;
     this.stats.shards++;
     if (why === 'hedged') this.stats.hedged++;
     this.sendCopy(job, flight, copy);
+    return copy;
   }
 
   private sendCopy(job: JobState, flight: Flight, copy: Copy): void {
@@ -359,40 +401,31 @@ export class Jobs {
     this.broker.publish(topic, payload, false).catch((err: Error) => this.o.log.warn(`shard for ${copy.node} not published: ${err.message}`));
   }
 
-  /** Agents with a free slot, trusted, not excluded: unmeasured ones with nothing running first. */
-  private candidates(job: JobState, exclude: readonly string[] = []): NodeStatus[] {
-    return this.capacity
-      .serving(job.req.model)
-      .filter((s) => !exclude.includes(s.node) && !this.isDistrusted(s.node) && this.capacity.free(s.node) > 0)
-      .filter((s) => this.capacity.msPerInput(s.node, job.req.model) !== undefined || this.copiesAt(s.node) === 0);
+  /** The trusted boards serving `model`, with their speed, free slots and when their queued work ends. */
+  private boards(model: string, ends: Map<Copy, number>, now: number): Board[] {
+    const endOf = new Map<string, number>();
+    const copiesOf = new Map<string, number>();
+    for (const [copy, t] of ends) {
+      endOf.set(copy.node, Math.max(endOf.get(copy.node) ?? now, t));
+      copiesOf.set(copy.node, (copiesOf.get(copy.node) ?? 0) + 1);
+    }
+    const list = this.capacity
+      .serving(model)
+      .filter((s) => !this.isDistrusted(s.node))
+      .map((status) => {
+        const ms = this.capacity.msPerInput(status.node, model);
+        return { status, ms, rate: ms ? 1 / ms : 0, free: this.capacity.free(status.node), copies: copiesOf.get(status.node) ?? 0, end: endOf.get(status.node) ?? now };
+      });
+    // An unmeasured board counts as the slowest measured one in the shares.
+    const slowest = Math.min(...list.filter((b) => b.rate > 0).map((b) => b.rate));
+    for (const b of list) if (!b.rate) b.rate = Number.isFinite(slowest) ? slowest : 1;
+    return list;
   }
 
-  /** The candidate that is free soonest (its queued work ends first); ties: faster, then node id. */
-  private pickAgent(job: JobState, exclude: readonly string[]): NodeStatus | undefined {
-    const now = this.o.now();
-    const ends = this.expectedEnds(now);
-    let best: { s: NodeStatus; end: number; ms: number } | undefined;
-    for (const s of this.candidates(job, exclude)) {
-      const ms = this.capacity.msPerInput(s.node, job.req.model);
-      const end = ms === undefined ? -1 : this.loadEnd(s.node, ends, now);
-      const m = ms ?? 0;
-      if (!best || end < best.end || (end === best.end && (m < best.ms || (m === best.ms && s.node < best.s.node)))) best = { s, end, ms: m };
-    }
-    return best?.s;
-  }
-
-  /** This agent's part of the mesh's speed for `model` (unmeasured agents count as the slowest). */
-  private shareOf(model: string, node: string): number {
-    const rates = new Map<string, number | undefined>();
-    for (const s of this.capacity.serving(model)) {
-      const ms = this.capacity.msPerInput(s.node, model);
-      rates.set(s.node, ms ? 1 / ms : undefined);
-    }
-    const known = [...rates.values()].filter((r): r is number => r !== undefined);
-    const slowest = known.length ? Math.min(...known) : 1;
-    let sum = 0;
-    for (const r of rates.values()) sum += r ?? slowest;
-    return sum > 0 ? (rates.get(node) ?? slowest) / sum : 1;
+  private pendingOf(model: string): number {
+    let n = 0;
+    for (const j of this.jobs.values()) if (j.req.model === model) n += j.pending.size;
+    return n;
   }
 
   /**
@@ -422,12 +455,6 @@ export class Jobs {
       }
     }
     return ends;
-  }
-
-  private loadEnd(node: string, ends: Map<Copy, number>, now: number): number {
-    let end = now;
-    for (const [copy, t] of ends) if (copy.node === node && t > end) end = t;
-    return end;
   }
 
   // ---------------------------------------------------------------- bookkeeping

@@ -22,6 +22,8 @@ export interface BatchOptions extends Omit<JobRunOptions, 'onProgress'> {
   onProgress?: (p: BatchProgress) => void;
 }
 
+const FIRST_JOB = 128;
+
 interface Started {
   k: number;
   run: JobRun;
@@ -69,9 +71,11 @@ export async function* runBatch(
     let bytes = 0;
     let end = offset;
     // Load a few at a time until the job is full by count or by bytes.
-    while (end < total && end - offset < size && bytes < maxBytes) {
+    // The first jobs are small so the boards start at once; later ones grow to `size`.
+    const count = Math.min(size, FIRST_JOB << k);
+    while (end < total && end - offset < count && bytes < maxBytes) {
       const from = end;
-      const chunk = inputs.slice(from, Math.min(total, from + 16, offset + size));
+      const chunk = inputs.slice(from, Math.min(total, from + 16, offset + count));
       const loaded = await Promise.allSettled(chunk.map(async (f) => f()));
       loaded.forEach((r, i) => {
         if (bytes >= maxBytes) return;
