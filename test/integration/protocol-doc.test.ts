@@ -251,6 +251,24 @@ test('every `sh test` block of docs/PROTOCOL.md works with mosquitto-clients', {
     assert.equal(r.answers?.[0]?.top.length, 1);
   });
 
+  await t.test('a job of two images: accepted, then both results in order, complete', () => {
+    const stream = messages.filter((m) => m.topic === 'kizuna/v1/home/jobres/me/job-1').map((m) => JSON.parse(m.payload) as {
+      ok: boolean; from: number; complete: boolean; progress: { done: number; total: number };
+      results: { index: number; ok: boolean; agent: string; answers?: Answer[] }[];
+    });
+    assert.equal(stream.length, 2, 'two messages on the job result topic');
+    assert.deepEqual([stream[0]!.ok, stream[0]!.results.length, stream[0]!.complete, stream[0]!.progress.total], [true, 0, false, 2]);
+    const last = stream[1]!;
+    assert.equal(last.complete, true);
+    assert.equal(last.from, 0);
+    assert.deepEqual(last.results.map((r) => r.index), [0, 1]);
+    for (const r of last.results) {
+      assert.equal(r.ok, true);
+      assert.equal(r.agent, 'doc');
+      assert.equal(r.answers?.[0]?.label, String(digit.label));
+    }
+  });
+
   await t.test('a JSON tensor request gets a result', () => {
     const r = only('tensor-1');
     assert.equal(r.ok, true, JSON.stringify(r.error));
