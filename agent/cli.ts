@@ -6,7 +6,7 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<{ run(argv
   agent: { summary: 'run an agent: embedded broker + models + inference', load: () => import('./commands/agent.js') },
   infer: { summary: 'ask the mesh for one inference: kizuna infer MODEL FILE', load: () => import('./commands/infer.js') },
   batch: { summary: 'run a model on every image of a folder across the mesh: kizuna batch MODEL DIR', load: () => import('./commands/batch.js') },
-  demo: { summary: 'start an agent on loopback and classify held-out MNIST digits through MQTT', load: () => import('./commands/demo.js') },
+  demo: { summary: 'start 3 agents on loopback and classify held-out MNIST digits through the mesh, one by one and as a shared job', load: () => import('./commands/demo.js') },
 };
 
 function usage(): string {
