@@ -49,6 +49,8 @@ export interface JobsOptions {
   maxShardBytes?: number;
   /** Jobs running at once; more are refused with KZ_ERR_OVERLOADED. */
   maxJobs?: number;
+  /** Payload bytes of all running jobs together (the broker's board holds them); beyond, KZ_ERR_OVERLOADED. */
+  maxRunningBytes?: number;
   /** A shard copy is late after its expected time x slack (at least floorMs; unknownMs for an unmeasured agent). */
   slack?: number;
   floorMs?: number;
@@ -86,6 +88,7 @@ interface JobState {
   items: JobItem[];
   /** bytes[i]: the size of items 0..i-1 on the wire, so shards can be cut to a byte budget. */
   bytes: Float64Array;
+  payloadBytes: number;
   options: JobOptions;
   from: number;
   total: number;
@@ -205,9 +208,14 @@ export class Jobs {
     if (!existing && this.jobs.size >= (this.o.maxJobs ?? 64)) {
       return this.fail(req, new KizunaError('KZ_ERR_OVERLOADED', `${this.jobs.size} jobs already run; send this one again later (same id)`));
     }
+    const held = [...this.jobs.values()].reduce((n, j) => n + (j.key === key ? 0 : j.payloadBytes), 0);
+    const maxHeld = this.o.maxRunningBytes ?? 128 << 20;
+    if (this.jobs.size > 0 && held + payload.length > maxHeld) {
+      return this.fail(req, new KizunaError('KZ_ERR_OVERLOADED', `running jobs already hold ${held} bytes here (limit ${maxHeld}); send this one again later (same id)`));
+    }
     const now = this.o.now();
     const state: JobState = {
-      key, req, items: job.items, bytes: prefixBytes(job.items), options: job.options, from: job.from, total: job.items.length,
+      key, req, items: job.items, bytes: prefixBytes(job.items), payloadBytes: payload.length, options: job.options, from: job.from, total: job.items.length,
       ledger: new Ledger(job.items.length - job.from), pending: new Ranges(job.from, job.items.length),
       // Copies already running keep their slots and their results still count.
       flights: existing?.flights ?? new Map(), attempts: new Uint8Array(job.items.length),

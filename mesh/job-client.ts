@@ -100,13 +100,16 @@ export class JobRun implements AsyncIterable<JobItemResult> {
 
   private onMessage(payload: Buffer): void {
     if (this.finished) return;
-    this.lastHeard = performance.now();
     let msg: ReturnType<typeof decodeJobMessage>;
     try {
       msg = decodeJobMessage(payload);
-    } catch (err) {
-      return this.fail(err as Error);
+    } catch {
+      return; // not a job message: nothing the mesh sends, so nothing to act on
     }
+    // Being told to wait is not progress: the timeout still counts from the last real word.
+    if (msg.ok) this.lastHeard = performance.now();
+    // A busy or stopping mesh: ask again later (the silence timer does), until the timeout.
+    if (!msg.ok && (msg.error.code === 'KZ_ERR_OVERLOADED' || msg.error.code === 'KZ_ERR_SHUTTING_DOWN')) return;
     if (!msg.ok) return this.fail(new KizunaError(msg.error.code, msg.error.message));
     const p = msg.progress;
     this.options.onProgress?.({ done: p.done, total: p.total, failed: p.failed, rate: p.rate, etaS: p.eta_s, byAgent: p.by_agent });
