@@ -19,7 +19,7 @@ in order: {"file", "index", "agent", "label", "score", "answers"} or {"file", "i
                    resumed: the images it already has are skipped
   --broker URL     an agent of the mesh; repeat for several (default mqtt://127.0.0.1:1883, or $KIZUNA_URL)
   --mesh NAME      mesh name (default home, or $KIZUNA_MESH)
-  --job-size N     images sent per job (default 256); the next job is sent while one runs
+  --job-size N     most images per job (default 1024); the next job is sent while one runs
   --top-k N        classes per answer`;
 
 const IMAGE = /\.(jpe?g|png|webp|gif|tiff?)$/i;
@@ -100,7 +100,7 @@ export async function run(argv: string[]): Promise<number> {
   let failed = 0;
   try {
     const items = client.batch(model, files.map((f) => () => fs.promises.readFile(f)), {
-      jobSize: Number(values['job-size'] ?? 256),
+      ...(values['job-size'] ? { jobSize: Number(values['job-size']) } : {}),
       ...(values['top-k'] ? { topK: Number(values['top-k']) } : {}),
       rawOutputs: false,
       onProgress: (p) => {
