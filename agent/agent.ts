@@ -52,7 +52,7 @@ export class Agent {
   readonly roster = new Roster();
   readonly instance = randomBytes(6).toString('hex');
   private readonly started = Date.now();
-  private listener?: MeshListener;
+  private meshListener?: MeshListener;
   private discovery?: Discovery;
   private coordinator?: Coordinator;
   private brokerRole?: BrokerRole;
@@ -96,7 +96,12 @@ export class Agent {
   get brokerUrl(): string {
     if (this.config.broker) return this.config.broker;
     const host = this.config.host === '0.0.0.0' || this.config.host === '::' ? '127.0.0.1' : this.config.host;
-    return `mqtt://${host.includes(':') ? `[${host}]` : host}:${this.listener?.port ?? this.config.port}`;
+    return `mqtt://${host.includes(':') ? `[${host}]` : host}:${this.meshListener?.port ?? this.config.port}`;
+  }
+
+  /** The mesh port's listener (its 'refused' events: connections cut off by the limits). */
+  get listener(): MeshListener | undefined {
+    return this.meshListener;
   }
 
   /** The worker, once started (its events and stats are what tests and health reports read). */
@@ -129,7 +134,7 @@ export class Agent {
     await this.transport?.close(true).catch(() => undefined);
     await this.brokerRole?.stop().catch(() => undefined);
     await this.discovery?.stop().catch(() => undefined);
-    await this.listener?.stop().catch(() => undefined);
+    await this.meshListener?.stop().catch(() => undefined);
     await this.store.close().catch(() => undefined);
   }
 
@@ -145,16 +150,22 @@ export class Agent {
       await this.dispatchDuty();
     } else {
       await this.joinMesh();
-      await this.connect(`mqtt://127.0.0.1:${this.listener!.port}`);
+      await this.connect(`mqtt://127.0.0.1:${this.meshListener!.port}`);
     }
     log.info(`agent ${this.node} serving mesh "${config.mesh}" on ${this.brokerUrl} as ${this.mesh.role}`);
   }
 
   private async joinMesh(): Promise<void> {
     const { config, log } = this;
-    this.listener = await MeshListener.create({ port: config.port, host: config.host, log: log.child('listener'), onHello: (s) => answerHello(s, { ...this.advert(), view: this.view() }) });
+    this.meshListener = await MeshListener.create({
+      port: config.port,
+      host: config.host,
+      log: log.child('listener'),
+      onHello: (s) => answerHello(s, { ...this.advert(), view: this.view() }),
+      guard: { maxPacketBytes: config.maxPacketBytes, publishPerSecond: config.publishPerSecond, publishBurst: config.publishBurst },
+    });
     // The broker we pipe to is unreachable: the election driver checks it (and elects if it is gone).
-    this.listener.on('upstream-failed', () => this.coordinator?.brokerConnectionLost());
+    this.meshListener.on('upstream-failed', () => this.coordinator?.brokerConnectionLost());
     const peers = config.peers.map((p) => ({ host: p.slice(0, p.lastIndexOf(':')), port: Number(p.slice(p.lastIndexOf(':') + 1)) }));
     // An agent listening on loopback only cannot be reached by other boards: no multicast for it.
     const mdns = config.discovery === 'mdns' && !isLoopback(config.host);
@@ -233,22 +244,22 @@ export class Agent {
         this.brokerRole = await BrokerRole.start({ mesh: config.mesh, self: this.node, record, mirror: this.roster, failed, rejoinGraceMs: config.rejoinGraceMs, log: log.child('broker') });
         if (this.bus) await this.bus.use(new LocalBus(this.brokerRole.broker));
         // Drop what went to the old route first: setRoute hands the held connections to this one.
-        this.listener!.dropRouted();
-        this.listener!.setRoute({ kind: 'broker', broker: this.brokerRole.broker });
+        this.meshListener!.dropRouted();
+        this.meshListener!.setRoute({ kind: 'broker', broker: this.brokerRole.broker });
         this.transport?.reconnectNow();
       },
       stepDown: async () => {
         if (this.bus && this.transport) await this.bus.use(this.transport);
-        this.listener!.setRoute({ kind: 'hold' });
+        this.meshListener!.setRoute({ kind: 'hold' });
         await this.brokerRole?.stop();
         this.brokerRole = undefined;
       },
       follow: (b) => {
-        this.listener!.dropRouted();
-        this.listener!.setRoute({ kind: 'proxy', host: b.host, port: b.port });
+        this.meshListener!.dropRouted();
+        this.meshListener!.setRoute({ kind: 'proxy', host: b.host, port: b.port });
         this.transport?.reconnectNow();
       },
-      hold: () => this.listener!.setRoute({ kind: 'hold' }),
+      hold: () => this.meshListener!.setRoute({ kind: 'hold' }),
       advertise: (role, term) => {
         [this.role, this.term] = [role, term];
         void this.discovery?.update(this.advert()).catch((err: Error) => log.warn(`advert update failed: ${err.message}`));
@@ -327,7 +338,7 @@ export class Agent {
 
   private self(): SelfState {
     const { config, node, instance, started, role, term, seq, draining } = this;
-    return { config, node, instance, started, role, term, seq, draining, port: this.listener?.port ?? config.port, models: this.store.list() };
+    return { config, node, instance, started, role, term, seq, draining, port: this.meshListener?.port ?? config.port, models: this.store.list() };
   }
 
   /** This agent's view of the mesh (in hello answers: how tests and operators compare views). */
@@ -354,7 +365,7 @@ export class Agent {
     await this.transport?.close();
     // Goodbye and a closed port first: followers must not find a broker that is about to vanish.
     await this.discovery?.stop();
-    await this.listener?.stop();
+    await this.meshListener?.stop();
     await this.brokerRole?.stop();
     await this.store.close();
     log.info('agent stopped');

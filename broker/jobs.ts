@@ -189,7 +189,7 @@ export class Jobs {
     const key = `${req.client}/${req.id}`;
     let job: ReturnType<typeof decodeJob>;
     try {
-      job = decodeJob(payload, { maxPayloadBytes: this.o.maxJobBytes ?? 64 << 20, maxItems: this.o.maxJobItems ?? 100_000 });
+      job = decodeJob(payload, { maxPayloadBytes: this.o.maxJobBytes ?? 32 << 20, maxItems: this.o.maxJobItems ?? 100_000 });
     } catch (err) {
       return this.fail(req, err instanceof KizunaError ? err : new KizunaError('KZ_ERR_MALFORMED', String(err)));
     }

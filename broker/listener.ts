@@ -14,6 +14,7 @@ import { EventEmitter, once } from 'node:events';
 import type { Logger } from '../agent/log.js';
 import { KizunaError } from '../mesh/errors.js';
 import type { EmbeddedBroker } from './embedded.js';
+import { GuardedConnection, type GuardLimits, type Violation } from './packet-guard.js';
 
 const PIPED = 0x50; // 'P'
 
@@ -29,6 +30,8 @@ export interface ListenerOptions {
   maxHeld?: number;
   /** A broker that does not accept a piped connection within this is treated as unreachable. */
   upstreamTimeoutMs?: number;
+  /** Limits on what one connection sends the embedded broker (none when absent). */
+  guard?: GuardLimits;
 }
 
 /** Events: 'upstream-failed' (host, port) when the broker it pipes to cannot be reached. */
@@ -112,7 +115,8 @@ export class MeshListener extends EventEmitter {
     socket.once('close', () => this.routed.delete(socket));
     if (route.kind === 'broker') {
       if (first.length) socket.unshift(first);
-      route.broker.handle(socket);
+      const guard = this.options.guard;
+      route.broker.handle(guard ? new GuardedConnection(socket, guard, (v) => this.refused(socket, v)) : socket);
       socket.resume();
       return;
     }
@@ -140,6 +144,14 @@ export class MeshListener extends EventEmitter {
       upstream.pipe(socket);
       socket.resume();
     }
+  }
+
+  private refused(socket: net.Socket, v: Violation): void {
+    const who = `${socket.remoteAddress}:${socket.remotePort}`;
+    const why = v.kind === 'too-large' ? `sent a packet of ${v.bytes} bytes (limit ${this.options.guard!.maxPacketBytes})`
+      : v.kind === 'flood' ? `published faster than ${v.rate} messages/s` : 'sent a malformed packet length';
+    this.options.log.warn(`connection ${who} cut off: it ${why}`);
+    this.emit('refused', v);
   }
 
   async stop(): Promise<void> {

@@ -15,7 +15,7 @@ export type BatchProgress = JobProgress;
 export interface BatchOptions extends Omit<JobRunOptions, 'onProgress'> {
   /** Inputs per job (default 1024). */
   jobSize?: number;
-  /** About this many bytes per job at most (default 16 MiB; the mesh refuses jobs over 64 MiB). */
+  /** About this many bytes per job at most (default 16 MiB; the mesh refuses jobs over 32 MiB). */
   jobBytes?: number;
   /** A stable prefix for job ids: the same batch sent again reuses them (default: random). */
   jobId?: string;
