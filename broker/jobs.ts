@@ -95,7 +95,11 @@ interface JobState {
   ledger: Ledger<JobResultItem>;
   pending: Ranges;
   flights: Map<string, Flight>;
+  /** running[i]: shards not done that hold input i (pending cuts skip these). */
+  running: Uint8Array;
   attempts: Uint8Array;
+  /** Boards that answered an input with a retryable error: it runs elsewhere next, when it can. */
+  refusedBy: Map<number, string[]>;
   summary?: ModelSummary;
   startedAt: number;
   lastSentAt: number;
@@ -218,9 +222,11 @@ export class Jobs {
       key, req, items: job.items, bytes: prefixBytes(job.items), payloadBytes: payload.length, options: job.options, from: job.from, total: job.items.length,
       ledger: new Ledger(job.items.length - job.from), pending: new Ranges(job.from, job.items.length),
       // Copies already running keep their slots and their results still count.
-      flights: existing?.flights ?? new Map(), attempts: new Uint8Array(job.items.length),
+      flights: existing?.flights ?? new Map(), running: new Uint8Array(job.items.length),
+      attempts: new Uint8Array(job.items.length), refusedBy: new Map(),
       ...this.summaryOf(req.model), startedAt: now, lastSentAt: now, failed: 0, byAgent: {},
     };
+    for (const f of state.flights.values()) if (!f.done) for (let i = f.start; i < f.end; i++) state.running[i]! += 1;
     this.jobs.delete(key);
     this.jobs.set(key, state);
     this.finished.delete(key);
@@ -241,30 +247,32 @@ export class Jobs {
       const blamed = flight?.copies.find((c) => c.node === check.agent) ?? (flight?.copies.length === 1 ? flight.copies[0] : undefined);
       this.stats.garbage++;
       this.o.log.warn(`job ${job.key}: refused the results of ${flightKey} from ${check.agent ?? 'an unknown agent'}: ${check.reason}`);
-      if (blamed && flight) {
-        this.distrusted.set(blamed.node, this.o.now() + (this.o.distrustMs ?? 60_000));
-        this.drop(job, flight, blamed);
-      }
+      if (blamed) this.distrust(blamed.node);
       return;
     }
     if (this.isDistrusted(check.agent)) return;
     const now = this.o.now();
     const copy = flight?.copies.find((c) => c.node === check.agent);
+    const refusedAll = check.results.every((r) => !r.ok && RETRYABLE.has(r.error.code));
     if (copy) {
-      // Its time from when it could start it: sent, or when it returned its previous shard.
+      // Its time from when it could start it: sent, or when it returned its previous shard. A
+      // board that refused everything did no work: that is no measure of its speed.
       const since = Math.max(copy.sentAt, this.lastResultAt.get(copy.node) ?? 0);
-      this.capacity.measured(copy.node, job.req.model, ref.end - ref.start, since, true);
+      if (!refusedAll) this.capacity.measured(copy.node, job.req.model, ref.end - ref.start, since, true);
       flight!.copies.splice(flight!.copies.indexOf(copy), 1);
     }
-    this.lastResultAt.set(check.agent, now);
+    if (!refusedAll) this.lastResultAt.set(check.agent, now);
     check.results.forEach((r, k) => {
       const index = ref.start + k;
       if (index < job.from) return;
-      // A board that was busy or failing says nothing about the input: run it again (a few times).
+      // A board that was busy or failing says nothing about the input: run it again (a few
+      // times), on another board when there is one.
       if (!r.ok && RETRYABLE.has(r.error.code) && job.attempts[index]! + 1 < (this.o.maxAttempts ?? 3)) {
         job.attempts[index]! += 1;
+        job.refusedBy.set(index, [...(job.refusedBy.get(index) ?? []), check.agent]);
         return;
       }
+      job.refusedBy.delete(index);
       if (!job.ledger.accept(index - job.from, { index, agent: check.agent, ...r })) return;
       if (!r.ok) job.failed++;
       job.byAgent[check.agent] = (job.byAgent[check.agent] ?? 0) + 1;
@@ -344,16 +352,21 @@ export class Jobs {
         if (board) this.place(job, flight, board, now, 'hedged');
       }
       const rate = list.reduce((sum, b) => sum + b.rate, 0);
+      const excluded: string[] = [];
       for (let guard = 0; !job.pending.isEmpty && guard < 100_000; guard++) {
-        const board = pickBoard(list, []);
+        const board = pickBoard(list, excluded);
         if (!board) break;
         // Shards shrink as the work left for this model (in every job) runs out, not each job's.
         const size = shardSize(board.ms, rate > 0 ? board.rate / rate : 1, this.pendingOf(job.req.model), this.sizing);
-        const fits = fitting(job.bytes, job.pending.first()!, this.o.maxShardBytes ?? 4 << 20);
-        const range = job.pending.take(Math.min(size, fits))!;
+        const range = this.cut(job, board.status.node, size, list);
+        if (!range) {
+          excluded.push(board.status.node); // it refused the next input: another board takes it
+          continue;
+        }
         const key = `${range.start}-${range.end}`;
-        const flight = job.flights.get(key) ?? { ...range, copies: [], done: false };
+        const flight = { ...range, copies: [], done: false };
         job.flights.set(key, flight);
+        for (let i = range.start; i < range.end; i++) job.running[i]! += 1;
         this.place(job, flight, board, now);
       }
     }
@@ -430,6 +443,47 @@ export class Jobs {
     return list;
   }
 
+  /**
+   * The next shard for `node`: from the lowest pending index, dropping inputs that already have a
+   * result or run in another shard (after a resend or a failover), within the byte budget, and
+   * stopping before an input this board refused while another board could take it. Undefined when
+   * the next input is one it refused.
+   */
+  private cut(job: JobState, node: string, size: number, boards: readonly Board[]): { start: number; end: number } | undefined {
+    const refused = (i: number) => {
+      const by = job.refusedBy.get(i);
+      return by !== undefined && by.includes(node) && boards.some((b) => !by.includes(b.status.node));
+    };
+    const skip = (i: number) => this.accepted(job, i) || job.running[i]! > 0;
+    for (let guard = 0; guard < 10_000_000; guard++) {
+      const first = job.pending.first();
+      if (first === undefined) return undefined;
+      if (skip(first)) {
+        job.pending.take(1);
+        continue;
+      }
+      if (refused(first)) return undefined;
+      const wrapper = encodeShard([], job.options).length - 1;
+      const fits = fitting(job.bytes, first, Math.max(1, (this.o.maxShardBytes ?? 4 << 20) - wrapper));
+      const taken = job.pending.take(Math.min(size, fits))!;
+      let end = taken.start + 1;
+      while (end < taken.end && !skip(end) && !refused(end)) end++;
+      if (end < taken.end) job.pending.add(end, taken.end);
+      return { start: taken.start, end };
+    }
+    return undefined;
+  }
+
+  /** A board that sent garbage: no shards for a while, and its copies everywhere run elsewhere. */
+  private distrust(node: string): void {
+    this.distrusted.set(node, this.o.now() + (this.o.distrustMs ?? 60_000));
+    for (const job of this.jobs.values()) {
+      for (const flight of [...job.flights.values()]) {
+        for (const copy of [...flight.copies]) if (copy.node === node) this.drop(job, flight, copy);
+      }
+    }
+  }
+
   private pendingOf(model: string): number {
     let n = 0;
     for (const j of this.jobs.values()) if (j.req.model === model) n += j.pending.size;
@@ -492,7 +546,9 @@ export class Jobs {
   /** Removes a flight with no copies left; the inputs of it that have no result go back to pending. */
   private settle(job: JobState, key: string, flight: Flight): void {
     if (flight.copies.length) return;
+    if (job.flights.get(key) !== flight) return;
     job.flights.delete(key);
+    if (!flight.done) for (let i = flight.start; i < flight.end; i++) job.running[i] = Math.max(0, job.running[i]! - 1);
     if (flight.done) return;
     let run: number | undefined;
     for (let i = flight.start; i <= flight.end; i++) {

@@ -78,7 +78,7 @@ export interface SizeOptions {
  */
 export function shardSize(msPerInput: number | undefined, share: number, pending: number, o: SizeOptions): number {
   if (pending <= 0) return 0;
-  if (!(msPerInput !== undefined && msPerInput > 0 && Number.isFinite(msPerInput))) return Math.max(1, Math.min(pending, o.probe));
+  if (!(msPerInput !== undefined && msPerInput > 0 && Number.isFinite(msPerInput))) return Math.max(1, Math.min(pending, o.probe, o.maxShard));
   const target = Math.max(1, Math.round(o.targetMs / msPerInput));
   const floor = Math.max(1, Math.ceil(o.minMs / msPerInput));
   const tail = Math.ceil((pending * Math.min(1, Math.max(0, share))) / 2);

@@ -185,7 +185,6 @@ for (const [kind, tamper] of Object.entries(GARBAGE)) {
 
 test(
   'a measured board that sends garbage once: its other shards are run elsewhere at once, the job is not held up',
-  { todo: 'broker/jobs.ts:250 (onShardResult) drops the valid results of a distrusted board but leaves its copies in their flights, so its other shards wait for their deadlines before they run elsewhere' },
   async () => {
     let when = Infinity;
     const bad: AgentSpec = {
@@ -228,11 +227,6 @@ test('a final error (KZ_ERR_IMAGE_CORRUPT) is that input\'s result, once; a pass
 
 test(
   'a board that answers KZ_ERR_OVERLOADED to every input: those inputs are run elsewhere, no app sees OVERLOADED',
-  {
-    todo:
-      'broker/jobs.ts:256 measures a shard of retryable errors as work done (a board that refuses at once looks fastest) and ' +
-      'broker/jobs.ts:264 requeues the input with no note of who refused it, so pump gives it back to the same board until maxAttempts',
-  },
   async () => {
     const agents: AgentSpec[] = [
       ...Array.from({ length: 4 }, (_, k) => ({ node: `ok${k}`, ms: 8 })),
@@ -331,7 +325,6 @@ function rerunAfter(sim: Sim, job: string, since: number): number {
 
 test(
   'after a failover, inputs the old broker\'s shards answered are not run again',
-  { todo: 'broker/jobs.ts:219 pending is from..total, and a result outside any flight (jobs.ts:238, flight undefined) is accepted but its indices stay pending, so pump runs them again' },
   async () => {
     const sim = await Sim.create({ agents: SIX });
     const n = 3000, R = rateOf(SIX);
@@ -401,7 +394,7 @@ test('each shard holds exactly the job\'s items of its range, with the job\'s op
   for (const s of sim.bus.shards) assert.equal(JSON.parse(s.payload.toString()).top_k, 3);
 });
 
-test('no shard is over the byte budget (maxShardBytes)', { todo: 'broker/jobs.ts:352 (pump) fits the items alone to maxShardBytes; the shard envelope ({"items":[...]}, 11 bytes) and the job options are not counted' }, async () => {
+test('no shard is over the byte budget (maxShardBytes)', async () => {
   const { sim, maxShardBytes } = await budgeted();
   const over = sim.bus.shards.filter((s) => s.payload.length > maxShardBytes).map((s) => `${s.ref.start}-${s.ref.end}: ${s.payload.length} bytes`);
   assert.deepEqual(over, []);

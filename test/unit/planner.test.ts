@@ -148,7 +148,7 @@ test('shardSize: the defaults of jobs.ts on a 1x/2x/4x mesh', () => {
   assert.equal(shardSize(4, 0.25, 3, o), 3, 'never more than pending');
 });
 
-test('shardSize: the probe of an unmeasured agent respects maxShard', { todo: 'broker/planner.ts:81 (shardSize): the probe branch returns min(pending, probe) and ignores maxShard' }, () => {
+test('shardSize: the probe of an unmeasured agent respects maxShard', () => {
   assert.equal(shardSize(undefined, 1, 100, { targetMs: 500, minMs: 20, maxShard: 1, probe: 2 }), 1);
 });
 
