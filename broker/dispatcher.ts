@@ -16,6 +16,7 @@ import { Roster } from '../mesh/roster.js';
 import { parseReplyTopic, parseRequestTopic, topics, type RequestTopic } from '../mesh/topics.js';
 import type { Logger } from '../agent/log.js';
 import { Jobs, type JobsOptions } from './jobs.js';
+import { FairQueue } from './fair-queue.js';
 
 /** What the dispatcher needs of a broker: in-process subscribe and publish. */
 export interface BrokerPort {
@@ -53,8 +54,8 @@ export class Dispatcher {
   /** Which agent answered a recent id, so a retry reaches the agent that has its reply cached. */
   private readonly answeredBy = new Map<string, string>();
   private unsubscribers: (() => Promise<void>)[] = [];
-  /** Requests waiting for a free slot, oldest first. */
-  private readonly waiting: { req: RequestTopic; payload: Buffer }[] = [];
+  /** Requests waiting for a free slot: per client, oldest first, clients in turn. */
+  private readonly waiting: FairQueue<{ client: string; id: string; model: string; req: RequestTopic; payload: Buffer }>;
   /** Measured ms per request, by agent and model; and when each agent last answered. */
   private readonly msPerInput = new Map<string, number>();
   private readonly lastAnswer = new Map<string, number>();
@@ -65,13 +66,16 @@ export class Dispatcher {
   constructor(
     private readonly broker: BrokerPort,
     private readonly options: {
-      mesh: string; node: string; log: Logger; memory?: number; maxWaiting?: number; now?: () => number;
+      mesh: string; node: string; log: Logger; memory?: number; now?: () => number;
+      /** Requests waiting for a free agent, in all (default 10,000) and per client (default 1,000). */
+      maxWaiting?: number; maxWaitingPerClient?: number;
       /** How often late shards and job progress are looked at (0: only when tick() is called, for tests). */
       tickMs?: number;
       jobs?: Partial<JobsOptions>;
     },
   ) {
     this.now = options.now ?? (() => performance.now());
+    this.waiting = new FairQueue({ perClient: options.maxWaitingPerClient ?? 1000, total: options.maxWaiting ?? 10_000 });
     this.roster.on('change', (node: string) => this.onNodeChange(node));
     this.jobs = new Jobs(
       broker,
@@ -153,35 +157,34 @@ export class Dispatcher {
     const before = previous ? this.roster.get(previous) : undefined;
     if (before?.online && !before.draining) return this.send({ req, payload, node: before.node, instance: before.instance, seq: before.seq });
     if (!this.roster.serving(req.model).length) return this.refuse(req, this.noAgent(req.model), req.model);
-    if (this.waiting.some((w) => w.req.client === req.client && w.req.id === req.id)) return; // already waiting
-    this.waiting.push({ req, payload });
+    if (this.waiting.has(req.client, req.id)) return; // already waiting
+    if (!this.waiting.push({ client: req.client, id: req.id, model: req.model, req, payload })) {
+      const perClient = this.options.maxWaitingPerClient ?? 1000;
+      return this.refuse(req, new KizunaError('KZ_ERR_OVERLOADED', `too many requests wait for a free agent (${perClient} per client, ${this.options.maxWaiting ?? 10_000} in all); retry later with the same id`), req.model);
+    }
     this.drain();
   }
 
-  /** Hands waiting requests to agents with free slots, oldest first; refuses beyond the bound. */
+  /** Hands waiting requests to agents with free slots: clients in turn, each one's oldest first. */
   private drain(): void {
-    for (let i = 0; i < this.waiting.length; ) {
-      const { req, payload } = this.waiting[i]!;
-      if (!this.roster.serving(req.model).length) {
-        this.waiting.splice(i, 1);
-        this.refuse(req, this.noAgent(req.model), req.model);
-        continue;
-      }
-      const agent = this.pick(req.model);
-      if (!agent) {
-        i++; // every agent of this model is full: it waits
-        continue;
-      }
-      this.waiting.splice(i, 1);
-      this.send({ req, payload, node: agent.node, instance: agent.instance, seq: agent.seq });
-    }
-    const max = this.options.maxWaiting ?? 10_000;
-    while (this.waiting.length > max) {
-      const { req } = this.waiting.pop()!;
-      this.refuse(req, new KizunaError('KZ_ERR_OVERLOADED', `${max} requests already wait for a free agent; retry later with the same id`), req.model);
+    for (let guard = 0; this.waiting.size && guard < 1_000_000; guard++) {
+      const picked = new Map<string, ReturnType<Dispatcher['pick']>>();
+      const agentFor = (model: string) => {
+        if (!picked.has(model)) picked.set(model, this.pick(model));
+        return picked.get(model);
+      };
+      const w = this.waiting.take((model) => agentFor(model) !== undefined);
+      if (!w) break; // every agent of every waiting model is full
+      const agent = agentFor(w.model)!;
+      this.send({ req: w.req, payload: w.payload, node: agent.node, instance: agent.instance, seq: agent.seq });
     }
     // Slots no single request wants go to jobs.
     this.jobs.pump();
+  }
+
+  /** Waiting requests for a model nobody serves any more get their error now. */
+  private refuseUnserved(): void {
+    for (const w of this.waiting.removeWhere((x) => !this.roster.serving(x.model).length)) this.refuse(w.req, this.noAgent(w.model), w.model);
   }
 
   private send(task: Task): void {
@@ -275,7 +278,7 @@ export class Dispatcher {
       const next = this.pick(task.req.model);
       if (!next) {
         // Every agent of the model is full: it waits, first in line; or nobody serves it any more.
-        if (this.roster.serving(task.req.model).length) this.waiting.unshift({ req: task.req, payload: task.payload });
+        if (this.roster.serving(task.req.model).length) this.waiting.push({ client: task.req.client, id: task.req.id, model: task.req.model, req: task.req, payload: task.payload }, true);
         else this.refuse(task.req, this.noAgent(task.req.model), task.req.model);
         continue;
       }
@@ -283,6 +286,7 @@ export class Dispatcher {
       this.assign({ ...task, node: next.node, instance: next.instance, seq: next.seq, sentAt: this.now() });
       this.stats.redispatched++;
     }
+    this.refuseUnserved();
     this.drain();
   }
 
