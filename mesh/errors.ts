@@ -25,6 +25,8 @@ export const ERROR_CODES = {
   KZ_ERR_MANIFEST: 'A model manifest is missing, unreadable or invalid',
   KZ_ERR_MODEL_LOAD: 'The runtime cannot load a model file (not ONNX, or an operator it lacks)',
   KZ_ERR_CONFIG: 'The configuration is invalid',
+  KZ_ERR_UNAUTHORIZED: 'The credentials are missing, invalid, of another mesh, expired or revoked',
+  KZ_ERR_FORBIDDEN: 'This identity may not publish or subscribe to that topic',
   KZ_ERR_INTERNAL: 'An unexpected error inside the agent; the agent goes on serving',
 } as const;
 

@@ -1,0 +1,86 @@
+/**
+ * Who may publish and subscribe to what, in the embedded broker. Pure functions of an identity
+ * and a topic, so every rule can be tried from every identity in tests.
+ *
+ * Topics are those of mesh/topics.ts, under kizuna/v1/<mesh>/. In short:
+ *  - a board N publishes only its own status (retained), replies to apps, and shard results;
+ *    it reads only its own tasks and shards, the statuses, the broker record and the revocations;
+ *  - an app A publishes requests and jobs in its own name only and reads only its own answers
+ *    (and the statuses, to see the mesh);
+ *  - tasks and shards are published by the dispatcher inside the broker's process (no client
+ *    does: so no board, however compromised, can assign work), as are the broker record and the
+ *    seeded statuses;
+ *  - anything else is refused, including every topic outside kizuna/v1/<mesh>/ and `#`.
+ * An "open" identity (a mesh run without credentials, on loopback only) may do anything.
+ */
+import { ROOT, topicMatches } from '../mesh/topics.js';
+
+export type Identity =
+  | { kind: 'board'; node: string }
+  | { kind: 'app'; name: string }
+  | { kind: 'open' };
+
+export type Verdict = { ok: true } | { ok: false; why: string };
+
+const OK: Verdict = { ok: true };
+const no = (why: string): Verdict => ({ ok: false, why });
+
+/** The topics (or filters) an identity may publish to, and whether it may retain there. */
+function publishRules(id: Identity, mesh: string): { pattern: string; retain: boolean }[] {
+  const m = `${ROOT}/${mesh}`;
+  if (id.kind === 'board') {
+    return [
+      { pattern: `${m}/node/${id.node}/status`, retain: true },
+      { pattern: `${m}/res/+/+`, retain: false },
+      { pattern: `${m}/shardres/+/+/+`, retain: false },
+    ];
+  }
+  if (id.kind === 'app') {
+    return [
+      { pattern: `${m}/req/+/${id.name}/+`, retain: false },
+      { pattern: `${m}/job/+/${id.name}/+`, retain: false },
+    ];
+  }
+  return [];
+}
+
+/** The filters an identity may subscribe to (any filter they contain is fine too). */
+function subscribeRules(id: Identity, mesh: string): string[] {
+  const m = `${ROOT}/${mesh}`;
+  const mesh_view = [`${m}/node/+/status`, `${m}/broker`, `${m}/revoked`];
+  if (id.kind === 'board') return [...mesh_view, `${m}/task/${id.node}/#`, `${m}/shard/${id.node}/#`];
+  if (id.kind === 'app') return [...mesh_view, `${m}/res/${id.name}/+`, `${m}/jobres/${id.name}/+`];
+  return [];
+}
+
+function describe(id: Identity): string {
+  return id.kind === 'board' ? `board ${id.node}` : id.kind === 'app' ? `app ${id.name}` : 'open client';
+}
+
+export function mayPublish(id: Identity, topic: string, retain: boolean, mesh: string): Verdict {
+  if (id.kind === 'open') return OK;
+  const rule = publishRules(id, mesh).find((r) => topicMatches(r.pattern, topic));
+  if (!rule) return no(`${describe(id)} may not publish to ${topic.slice(0, 200)}`);
+  if (retain && !rule.retain) return no(`${describe(id)} may not retain a message on ${topic.slice(0, 200)}`);
+  return OK;
+}
+
+/** Whether every topic `filter` matches is matched by `allowed` (MQTT wildcards on both sides). */
+export function filterWithin(filter: string, allowed: string): boolean {
+  const f = filter.split('/');
+  const a = allowed.split('/');
+  for (let i = 0; i < f.length; i++) {
+    if (a[i] === '#') return true;
+    if (i >= a.length) return false;
+    if (f[i] === '#') return false; // the filter reaches further than the rule
+    if (f[i] === '+' ? a[i] !== '+' : a[i] !== '+' && a[i] !== f[i]) return false;
+  }
+  // "x/#" also matches "x" itself.
+  return f.length === a.length || (a.length === f.length + 1 && a[f.length] === '#');
+}
+
+export function maySubscribe(id: Identity, filter: string, mesh: string): Verdict {
+  if (id.kind === 'open') return OK;
+  if (subscribeRules(id, mesh).some((rule) => filterWithin(filter, rule))) return OK;
+  return no(`${describe(id)} may not subscribe to ${filter.slice(0, 200)}`);
+}

@@ -1,0 +1,121 @@
+/**
+ * The broker's access rules, tried from every identity: each board, app and topic kind, with the
+ * owner right and wrong; and the filter containment they rest on, against brute force.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { prng } from '../helpers/prng.js';
+import { filterWithin, mayPublish, maySubscribe, type Identity } from '../../broker/acl.js';
+import { topicMatches, topics } from '../../mesh/topics.js';
+
+const MESH = 'home';
+const boards = ['pi-a', 'pi-b'];
+const apps = ['cam', 'door'];
+const ids: Identity[] = [...boards.map((node) => ({ kind: 'board', node }) as const), ...apps.map((name) => ({ kind: 'app', name }) as const)];
+const who = (id: Identity) => (id.kind === 'board' ? id.node : id.kind === 'app' ? id.name : '*');
+
+/** Every kind of mesh topic, with its owner (the board or app named in it) and who may publish it. */
+function publishCases(): { topic: string; retain: boolean; allowed: (id: Identity) => boolean }[] {
+  const out: { topic: string; retain: boolean; allowed: (id: Identity) => boolean }[] = [];
+  const req = { model: 'digits', id: '1' };
+  for (const owner of [...boards, ...apps]) {
+    const isBoard = (id: Identity, n: string) => id.kind === 'board' && id.node === n;
+    const isApp = (id: Identity, n: string) => id.kind === 'app' && id.name === n;
+    out.push({ topic: topics.nodeStatus(MESH, owner), retain: true, allowed: (id) => isBoard(id, owner) });
+    out.push({ topic: topics.nodeStatus(MESH, owner), retain: false, allowed: (id) => isBoard(id, owner) });
+    out.push({ topic: topics.request(MESH, 'digits', owner, '1'), retain: false, allowed: (id) => isApp(id, owner) });
+    out.push({ topic: topics.request(MESH, 'digits', owner, '1'), retain: true, allowed: () => false });
+    out.push({ topic: topics.job(MESH, 'digits', owner, 'j1'), retain: false, allowed: (id) => isApp(id, owner) });
+    out.push({ topic: topics.reply(MESH, owner, '1'), retain: false, allowed: (id) => id.kind === 'board' });
+    out.push({ topic: topics.reply(MESH, owner, '1'), retain: true, allowed: () => false });
+    out.push({ topic: topics.shardResult(MESH, { client: owner, job: 'j1', start: 0, end: 4 }), retain: false, allowed: (id) => id.kind === 'board' });
+    // Only the dispatcher, inside the broker, hands out work: no client may.
+    out.push({ topic: topics.task(MESH, owner, { ...req, client: 'cam' }), retain: false, allowed: () => false });
+    out.push({ topic: topics.shard(MESH, owner, { model: 'digits', client: 'cam', job: 'j', start: 0, end: 2 }), retain: false, allowed: () => false });
+    out.push({ topic: topics.jobResults(MESH, owner, 'j1'), retain: false, allowed: () => false });
+  }
+  out.push({ topic: topics.brokerRecord(MESH), retain: true, allowed: () => false });
+  out.push({ topic: `kizuna/v1/${MESH}/revoked`, retain: true, allowed: () => false });
+  out.push({ topic: topics.nodeStatus('other', 'pi-a'), retain: true, allowed: () => false });
+  out.push({ topic: topics.request('other', 'digits', 'cam', '1'), retain: false, allowed: () => false });
+  out.push({ topic: 'somewhere/else', retain: false, allowed: () => false });
+  return out;
+}
+
+test('publish: every topic kind from every identity, owner right and wrong', () => {
+  let checked = 0;
+  for (const c of publishCases()) {
+    for (const id of ids) {
+      const v = mayPublish(id, c.topic, c.retain, MESH);
+      assert.equal(v.ok, c.allowed(id), `${id.kind} ${who(id)} publish ${c.topic} retain=${c.retain}: ${v.ok ? 'allowed' : v.why}`);
+      checked++;
+    }
+  }
+  assert.ok(checked > 150);
+});
+
+test('subscribe: each identity reads its own tasks or answers and the mesh view, nothing else', () => {
+  const m = `kizuna/v1/${MESH}`;
+  const cases: { filter: string; allowed: (id: Identity) => boolean }[] = [
+    { filter: `${m}/node/+/status`, allowed: () => true },
+    { filter: `${m}/node/pi-a/status`, allowed: () => true },
+    { filter: `${m}/broker`, allowed: () => true },
+    { filter: `${m}/revoked`, allowed: () => true },
+    { filter: '#', allowed: () => false },
+    { filter: `${m}/#`, allowed: () => false },
+    { filter: `${m}/req/#`, allowed: () => false },
+    { filter: `${m}/res/#`, allowed: () => false },
+    { filter: `${m}/res/+/+`, allowed: () => false },
+    { filter: `${m}/task/+/#`, allowed: () => false },
+    { filter: `kizuna/v1/+/node/+/status`, allowed: () => false },
+    { filter: `$SYS/#`, allowed: () => false },
+  ];
+  for (const owner of [...boards, ...apps]) {
+    cases.push({ filter: `${m}/task/${owner}/#`, allowed: (id) => id.kind === 'board' && id.node === owner });
+    cases.push({ filter: `${m}/shard/${owner}/#`, allowed: (id) => id.kind === 'board' && id.node === owner });
+    cases.push({ filter: `${m}/task/${owner}/digits/cam/1`, allowed: (id) => id.kind === 'board' && id.node === owner });
+    cases.push({ filter: `${m}/res/${owner}/+`, allowed: (id) => id.kind === 'app' && id.name === owner });
+    cases.push({ filter: `${m}/res/${owner}/42`, allowed: (id) => id.kind === 'app' && id.name === owner });
+    cases.push({ filter: `${m}/res/${owner}/#`, allowed: () => false });
+    cases.push({ filter: `${m}/jobres/${owner}/+`, allowed: (id) => id.kind === 'app' && id.name === owner });
+    cases.push({ filter: `${m}/shardres/${owner}/+/+`, allowed: () => false });
+  }
+  for (const c of cases) {
+    for (const id of ids) {
+      const v = maySubscribe(id, c.filter, MESH);
+      assert.equal(v.ok, c.allowed(id), `${id.kind} ${who(id)} subscribe ${c.filter}: ${v.ok ? 'allowed' : v.why}`);
+    }
+  }
+});
+
+test('an open mesh (loopback, no credentials) allows everything', () => {
+  for (const c of publishCases()) assert.equal(mayPublish({ kind: 'open' }, c.topic, c.retain, MESH).ok, true);
+  assert.equal(maySubscribe({ kind: 'open' }, '#', MESH).ok, true);
+});
+
+test('filterWithin: never wider than the rule, exact without #, by brute force over a small universe (20,000 generated pairs)', () => {
+  const levels = ['a', 'b', 'c'];
+  const universe: string[] = [];
+  const grow = (prefix: string[]) => {
+    if (prefix.length) universe.push(prefix.join('/'));
+    if (prefix.length < 4) for (const l of levels) grow([...prefix, l]);
+  };
+  grow([]);
+  const rng = prng(0x61636c);
+  const randomFilter = () => {
+    const n = rng.range(1, 4);
+    const parts = Array.from({ length: n }, () => rng.pick(['a', 'b', '+']));
+    if (rng.next() < 0.3) parts[n - 1] = '#';
+    return parts.join('/');
+  };
+  for (let i = 0; i < 20_000; i++) {
+    const f = randomFilter();
+    const a = randomFilter();
+    const expected = universe.every((t) => !topicMatches(f, t) || topicMatches(a, t));
+    const got = filterWithin(f, a);
+    // Never allows what the rule does not cover; exact for filters without '#' (for those with
+    // it, it may refuse an equivalent spelling such as '#' for '+/#': safe, and no client needs it).
+    if (got) assert.equal(expected, true, `filterWithin(${f}, ${a}) allowed more than the rule`);
+    if (!f.includes('#')) assert.equal(got, expected, `filterWithin(${f}, ${a})`);
+  }
+});
