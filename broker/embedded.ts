@@ -3,8 +3,23 @@
  * connections it should serve. The only module that imports aedes.
  */
 import type { Duplex } from 'node:stream';
-import { Aedes } from 'aedes';
+import { Aedes, type Client } from 'aedes';
 import type { Logger } from '../agent/log.js';
+import { KizunaError } from '../mesh/errors.js';
+import { mayPublish, maySubscribe, type Identity } from './acl.js';
+
+/**
+ * Who a connecting client is. Absent: an open broker (loopback, no credentials), where anyone
+ * may do anything. Present: every client must prove an identity, and acl.ts decides what it may do.
+ */
+export interface BrokerSecurity {
+  mesh: string;
+  /** The client's identity from its credentials; throws KizunaError (KZ_ERR_UNAUTHORIZED) to refuse it. */
+  identify(credentials: { clientId: string; username?: string; password?: Buffer; conn: Duplex }): Identity;
+}
+
+/** Refusals, for the logs and the tests: a connection refused, a publish or subscription denied. */
+export type Denial = { kind: 'connect' | 'publish' | 'subscribe'; clientId: string; why: string };
 
 export interface RetainedMessage {
   topic: string;
@@ -17,13 +32,44 @@ export class EmbeddedBroker {
     private readonly log: Logger,
   ) {}
 
-  static async create(log: Logger): Promise<EmbeddedBroker> {
+  static async create(log: Logger, security?: BrokerSecurity, onDenied?: (d: Denial) => void): Promise<EmbeddedBroker> {
+    const identities = new WeakMap<Client, Identity>();
+    const deny = (d: Denial) => {
+      log.warn(`${d.kind} refused (client ${d.clientId.slice(0, 64)}): ${d.why}`);
+      onDenied?.(d);
+    };
     const aedes = await Aedes.createBroker({
+      authenticate: (client, username, password, callback) => {
+        if (!security) return callback(null, true);
+        try {
+          const id = security.identify({ clientId: client.id, ...(username !== undefined ? { username } : {}), ...(password !== undefined ? { password } : {}), conn: client.conn });
+          identities.set(client, id);
+          callback(null, true);
+        } catch (err) {
+          const why = err instanceof KizunaError ? err.message : String(err);
+          deny({ kind: 'connect', clientId: client.id, why });
+          // MQTT 3.1.1 CONNACK 5: not authorized.
+          callback(Object.assign(new Error(why), { returnCode: 5 }), false);
+        }
+      },
       // A publish with a wildcard in its topic name is a protocol violation; refuse it here so it
-      // never reaches a subscriber as a topic nobody can parse safely.
-      authorizePublish: (_client, packet, callback) => {
-        if (packet.topic.startsWith('$SYS') || /[+#\u0000]/.test(packet.topic)) callback(new Error('forbidden topic'));
-        else callback(null);
+      // never reaches a subscriber as a topic nobody can parse safely. Then the identity's rules.
+      authorizePublish: (client, packet, callback) => {
+        if (packet.topic.startsWith('$SYS') || /[+#\u0000]/.test(packet.topic)) return callback(new Error('forbidden topic'));
+        if (!client || !security) return callback(null); // published inside the broker: the dispatcher
+        const id = identities.get(client);
+        const verdict = id ? mayPublish(id, packet.topic, packet.retain, security.mesh) : { ok: false as const, why: 'no identity' };
+        if (verdict.ok) return callback(null);
+        deny({ kind: 'publish', clientId: client.id, why: verdict.why });
+        callback(new Error(verdict.why)); // aedes closes the connection
+      },
+      authorizeSubscribe: (client, sub, callback) => {
+        if (!client || !security) return callback(null, sub);
+        const id = identities.get(client);
+        const verdict = id ? maySubscribe(id, sub.topic, security.mesh) : { ok: false as const, why: 'no identity' };
+        if (verdict.ok) return callback(null, sub);
+        deny({ kind: 'subscribe', clientId: client.id, why: verdict.why });
+        callback(null, null); // SUBACK 0x80 for this filter; the connection stays
       },
     });
     return new EmbeddedBroker(aedes, log);

@@ -3,7 +3,7 @@
  * mesh (and of tests). The elected broker of a larger mesh uses the same two parts.
  */
 import type { Logger } from '../agent/log.js';
-import { EmbeddedBroker } from './embedded.js';
+import { EmbeddedBroker, type BrokerSecurity, type Denial } from './embedded.js';
 import { MeshListener, type ListenerOptions } from './listener.js';
 
 export class BrokerHost {
@@ -12,8 +12,8 @@ export class BrokerHost {
     readonly listener: MeshListener,
   ) {}
 
-  static async create(options: Omit<ListenerOptions, 'log'> & { log: Logger }): Promise<BrokerHost> {
-    const broker = await EmbeddedBroker.create(options.log);
+  static async create(options: Omit<ListenerOptions, 'log'> & { log: Logger; security?: BrokerSecurity; onDenied?: (d: Denial) => void }): Promise<BrokerHost> {
+    const broker = await EmbeddedBroker.create(options.log, options.security, options.onDenied);
     let listener: MeshListener;
     try {
       listener = await MeshListener.create(options);

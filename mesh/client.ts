@@ -31,6 +31,8 @@ export interface ClientOptions {
   keepaliveSeconds?: number;
   /** Give up on one address after this long and try the next (default 2000 ms). */
   connectTimeoutMs?: number;
+  /** The app token of a mesh with credentials (`kizuna token app NAME`); its name is the client name. */
+  token?: string;
 }
 
 export interface InferOptions extends EncodeOptions {
@@ -99,6 +101,7 @@ export class KizunaClient {
           // After a loss the other boards are tried too, 300 ms apart: the first to accept wins.
           alternatives: () => urls,
           clientId: `kizuna-${client}`,
+          ...(options.token ? { username: client, password: options.token } : {}),
           keepaliveSeconds: options.keepaliveSeconds ?? 2,
           connectTimeoutMs: options.connectTimeoutMs ?? 2000,
         });

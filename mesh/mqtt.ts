@@ -24,6 +24,9 @@ export interface TransportOptions {
   alternatives?: () => string[];
   staggerMs?: number;
   clientId?: string;
+  /** MQTT credentials: a mesh token as the password (mesh/tokens.ts). */
+  username?: string;
+  password?: string;
   keepaliveSeconds?: number;
   connectTimeoutMs?: number;
   /** Reconnect after a loss (default true). The first connection always fails fast. */
@@ -111,6 +114,8 @@ export class Transport extends EventEmitter {
       connectTimeout: o.connectTimeoutMs ?? 10_000,
       reconnectPeriod: 0,
       clean: true,
+      ...(o.username !== undefined ? { username: o.username } : {}),
+      ...(o.password !== undefined ? { password: o.password } : {}),
       ...(o.will ? { will: typeof o.will === 'function' ? o.will() : o.will } : {}),
     };
   }
