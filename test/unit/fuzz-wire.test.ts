@@ -176,8 +176,10 @@ const framePartsArb = fc.tuple(inputsArb, wireOptionsArb, fc.uint8Array({ maxLen
   return { header: { inputs: refs, ...options } as Record<string, unknown>, data: Buffer.concat(chunks) };
 });
 
-/** A payload that fast-check shows as text in a counterexample. */
-const readable = (b: Buffer): Buffer => Object.assign(b, { [fc.toStringMethod]: () => `Buffer(${JSON.stringify(b.toString('latin1'))})` });
+/** A payload that fast-check shows as text in a counterexample, deep nesting abridged: ⟨[×6000⟩ */
+const readable = (b: Buffer): Buffer => Object.assign(b, {
+  [fc.toStringMethod]: () => `Buffer(${JSON.stringify(b.toString('latin1').replace(/(\{"a":|\[|\]|\})\1{9,}/g, (run, unit: string) => `⟨${unit}×${run.length / unit.length}⟩`))})`,
+});
 
 function frameOf(headerText: string, data: Uint8Array, headerLength?: number): Buffer {
   const header = Buffer.from(headerText);
