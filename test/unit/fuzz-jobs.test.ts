@@ -387,8 +387,8 @@ test('decodeJob: over maxPayloadBytes is KZ_ERR_TOO_LARGE, over maxItems KZ_ERR_
 });
 
 // Known bug: decodeJob (mesh/jobs.ts:58) accepts items of any depth, and the dispatcher then
-// recurses over them: itemBytes (mesh/jobs.ts:73-78, via prefixBytes in broker/jobs.ts:218/574)
-// and encodeShard's JSON.stringify (broker/jobs.ts:408) overflow the stack. Minimal counterexample
+// recurses over them: itemBytes (mesh/jobs.ts:73-78, via prefixBytes in Jobs.onJob, broker/jobs.ts)
+// and encodeShard's JSON.stringify (when Jobs sends a shard) overflow the stack. Minimal counterexample
 // (12 KB, under every limit):  {"items":[{"a":[[[[...6000 levels...]]]]}]}  -> RangeError:
 // Maximum call stack size exceeded, thrown out of Jobs.onJob after the job was accepted: the
 // dispatcher's guard logs it and the app gets no reply at all (it retries until its timeout).
@@ -511,7 +511,7 @@ test('encodeJobResults / encodeJobError -> decodeJobMessage give back what was s
 
 // Known bugs: decodeJobMessage (mesh/jobs.ts:244-257) says it throws KZ_ERR_MALFORMED for anything
 // that is not a job message, but it passes through what the Node client then dereferences
-// (mesh/job-client.ts:114-121, outside any try), and can throw other errors itself. Minimal counterexamples:
+// (JobRun.onMessage, mesh/job-client.ts, outside any try), and can throw other errors itself. Minimal counterexamples:
 //   {"id":"","ok":true,"from":0,"results":[],"progress":null}     -> returned (typeof null is 'object'); onMessage: TypeError reading p.done
 //   {"id":"","ok":true,"from":0,"results":[null],"progress":{}}   -> returned; onMessage: TypeError reading r.index
 //   {"id":"","ok":false,"error":{"message":{"toString":1}}}       -> TypeError from String() (line 250)
@@ -552,8 +552,9 @@ test('parseNodeStatus reads back any valid status, and nothing over 1 MiB', () =
 
 // Known bug: parseNodeStatus (mesh/status.ts:43-53) checks only v, node, instance, online, seq,
 // started and that models is a list; the rest of a retained status (anyone on the mesh may
-// publish one) reaches the roster, dispatcher and election unchecked. Minimal counterexample:
+// publish one) reaches the roster, dispatcher and election unchecked. Minimal counterexamples:
 //   {"v":1,"node":"","instance":"","online":false,"seq":0,"started":0,"models":[null]}  -> returned as is
+//   {"v":1,"node":"","instance":"","online":false,"seq":0,"started":0,"ramMiB":{}}      -> returned as is (the election ranks by it)
 // Fix: validate the whole status with a compiled TypeBox schema of NodeStatus (ModelSummary included).
 test('parseNodeStatus: a corrupted status gives undefined or a status whose every field has its type', { todo: 'mesh/status.ts:43-53: models entries and optional fields are not checked' }, () => {
   check(fc.property(corrupted(statusArb.map((s) => s as unknown), false), (payload) => {
@@ -567,11 +568,13 @@ test('parseNodeStatus: a corrupted status gives undefined or a status whose ever
 // kizuna/v1/home/node/n/status (retained, so every later dispatcher and agent reads it too):
 //   {"v":1,"node":"n","instance":"","online":true,"seq":0,"started":0,"models":[null]}
 //     -> Roster.serving() throws TypeError (reading 'name' of null) for any model: the dispatcher
-//        (broker/dispatcher.ts:155) then fails every request and job; its guard logs the error and
-//        the apps get no reply at all.
+//        (Dispatcher.onRequest, Jobs.onJob) then fails every request and job; its guard logs the
+//        error and the apps get no reply at all.
 //   {"v":1,"node":"n","instance":"","online":true,"seq":0,"started":0,"x":[[[...6000 levels...]]]}
 //     -> Roster.set() throws RangeError from JSON.stringify (line 27), after storing the status;
-//        agent/agent.ts:311 calls roster.accept outside any guard, in the MQTT message handler.
+//        Agent.onMeshMessage (agent/agent.ts) calls roster.accept outside any guard, in the MQTT
+//        message handler: the exception is uncaught and the agent process exits (tried with the
+//        real Transport and EmbeddedBroker), on every board, again at each restart (retained).
 test('Roster: no status payload makes accept, online or serving throw', { todo: 'mesh/roster.ts:27,51 on statuses parseNodeStatus lets through' }, () => {
   check(fc.property(fc.array(fc.oneof(corrupted(statusArb.map((s) => ({ ...s, node: 'n' }) as unknown), true), jsonArb), { minLength: 1, maxLength: 3 }), (payloads) => {
     const roster = new Roster();

@@ -5,7 +5,8 @@
  * well-formed value or throws a KizunaError with one of its documented codes: never a
  * TypeError/RangeError, never a slow case. Encoders round-trip and the limits hold.
  * Seeds are fixed, so a failure reproduces; a `todo` property is a known bug (its minimal
- * counterexample is in the comment above it). Runs per property are in RUNS; sum: see the end.
+ * counterexample is in the comment above it). Runs per property are in RUNS (the four fuzz-*
+ * files together run about 280,000 cases that must pass, in about 12 s on two cores).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -632,12 +633,12 @@ test('decodeReply: an error reply with any "error" value gives a known code (unk
 //   {"id":"","ok":true,"outputs":{"x":null}}                   -> TypeError (tensorFromJson reads t.data)
 //   {"id":"","ok":true,"outputs":{"x":{"data":[]}}}            -> TypeError (shape is not iterable)
 //   {"id":"","ok":true,"outputs":{"x":{"dtype":"f","shape":[],"data":[0]}}} -> TypeError (DTYPES[dtype] undefined)
-//   KZB1 frame with header {"id":"","ok":true,"outputs":{"x":null}} -> TypeError (sliceRef destructures null)
+//   KZB1 frame with header {"id":"","ok":true,"outputs":{"x":null}} -> TypeError (tensorFromFrame reads t.dtype)
 //   {"id":"","ok":false,"error":{"message":{"toString":1}}}    -> TypeError (String() of the message, line 170)
 //   {"id":"","ok":false,"error":{"message":[[[...6000 deep...]]]}} -> RangeError (String() recursion)
 //   {"id":"","ok":true,"outputs":"a"}                          -> KZ_ERR_BAD_REQUEST, and schema-breaking
 //     tensors give KZ_ERR_BAD_SHAPE/BAD_DTYPE: an app would read that as a fault of its own request.
-// The Node client catches these (mesh/client.ts:169) but rejects with a TypeError instead of a coded error.
+// The Node client catches these (KizunaClient.onReply) but rejects with a TypeError instead of a coded error.
 /** A valid reply (result or error, JSON or KZB1) with 1-3 fields corrupted. */
 const nearReplyArb = fc
   .tuple(fc.oneof(resultArb.map((r) => ({ r, as: 'json' as const })), resultArb.map((r) => ({ r, as: 'binary' as const })), fc.string().map((id) => ({ r: id, as: 'error' as const }))), mutationsArb)
