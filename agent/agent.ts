@@ -30,10 +30,14 @@ import { Dispatcher } from '../broker/dispatcher.js';
 import { TransportPort } from '../broker/transport-port.js';
 import { createDiscovery, type Discovery } from './discovery/index.js';
 import { answerHello, probe } from './discovery/hello.js';
+import { withoutRevoked } from './discovery/trusted.js';
 import { loadNodeId, renewNodeId } from './identity.js';
 import { KizunaError } from '../mesh/errors.js';
 import { createLogger, type Logger } from './log.js';
 import { Worker } from './worker.js';
+import { isLoopback, meshSecurity, type AgentSecurity } from './security.js';
+import fs from 'node:fs';
+import path from 'node:path';
 
 export interface MeshView {
   broker: string | null;
@@ -67,6 +71,9 @@ export class Agent {
   private seq = 0;
   private draining = false;
   private stopping?: Promise<void>;
+  private endOnItsOwn?: (why: KizunaError) => void;
+  /** Settles when the agent stops by itself (this board was revoked): the CLI then exits. */
+  readonly ended = new Promise<KizunaError>((resolve) => (this.endOnItsOwn = resolve));
 
   private duplicateOf?: Advert;
 
@@ -77,6 +84,8 @@ export class Agent {
     readonly store: ModelStore,
     private readonly log: Logger,
     private readonly deps: AgentDeps,
+    /** Mesh credentials (absent: an open mesh). */
+    private readonly security?: AgentSecurity,
   ) {}
 
   static async create(config: Config, deps: AgentDeps = {}): Promise<Agent> {
@@ -84,8 +93,9 @@ export class Agent {
     const real = deps.engine ?? new OnnxEngine();
     const engine = config.simulateMsPerInput > 0 ? new SimulatedEngine(real, config.simulateMsPerInput) : real;
     const store = new ModelStore(engine, { threads: config.threads });
-    const node = config.node ?? (await loadNodeId(config.dataDir));
-    return new Agent(config, node, store, log, deps);
+    const security = meshSecurity(config, log);
+    const node = security?.node ?? config.node ?? (await loadNodeId(config.dataDir));
+    return new Agent(config, node, store, log, deps, security);
   }
 
   get node(): string {
@@ -178,7 +188,9 @@ export class Agent {
       else log.warn(`board at ${a.addresses.join(', ')} claims this node id (${a.node}); it is the newcomer and must take another`);
     });
     const alone = !this.deps.discovery && !mdns && !peers.length;
-    this.coordinator = new Coordinator(this.discovery, this.coordinatorHost(), {
+    const security = this.security;
+    const electorate = security ? withoutRevoked(this.discovery, (node) => security.creds.revoked.entries.includes(`board:${node}`)) : this.discovery;
+    this.coordinator = new Coordinator(electorate, this.coordinatorHost(), {
       self: () => this.advert(),
       formationMs: alone ? 0 : config.formationMs,
       beforeJoining: () => this.settleIdentity(),
@@ -241,7 +253,11 @@ export class Agent {
       becomeBroker: async (term, failed) => {
         const self = this.advert();
         const record = { v: 1 as const, node: this.node, term, host: self.addresses[0] ?? '127.0.0.1', port: self.port, since: Date.now() };
-        this.brokerRole = await BrokerRole.start({ mesh: config.mesh, self: this.node, record, mirror: this.roster, failed, rejoinGraceMs: config.rejoinGraceMs, log: log.child('broker') });
+        const revocations = this.security && this.security.creds.revoked.seq > 0 ? fs.readFileSync(path.join(this.security.creds.dir, 'revoked.json')) : undefined;
+        this.brokerRole = await BrokerRole.start({
+          mesh: config.mesh, self: this.node, record, mirror: this.roster, failed, rejoinGraceMs: config.rejoinGraceMs, log: log.child('broker'),
+          ...(this.security ? { security: this.security.broker } : {}), ...(revocations ? { revocations } : {}),
+        });
         if (this.bus) await this.bus.use(new LocalBus(this.brokerRole.broker));
         // Drop what went to the old route first: setRoute hands the held connections to this one.
         this.meshListener!.dropRouted();
@@ -276,6 +292,7 @@ export class Agent {
     this.transport = await this.firstConnection({
       url,
       clientId: agentClientId(this.node),
+      ...(this.security ? this.security.login : {}),
       keepaliveSeconds: config.keepaliveSeconds,
       connectTimeoutMs: Math.max(2000, config.formationMs * 2),
       // Each connection has its own number; a will from an older one never marks this one dead.
@@ -286,7 +303,7 @@ export class Agent {
     this.transport.on('retry-failed', () => this.coordinator?.brokerConnectionLost());
     this.transport.on('up', () => void this.publishStatus());
     this.transport.onMessage((topic, payload) => this.onMeshMessage(topic, payload));
-    await this.transport.subscribe([topics.allNodeStatus(config.mesh)], 1);
+    await this.transport.subscribe([topics.allNodeStatus(config.mesh), ...(this.security ? [topics.revoked(config.mesh)] : [])], 1);
     // On the board that hosts the broker, tasks and replies skip TCP entirely.
     this.bus = new SwitchBus(this.brokerRole ? new LocalBus(this.brokerRole.broker) : this.transport);
     this.worker = new Worker(this.bus, this.store, { ...config, node: this.node }, log.child('worker'));
@@ -313,6 +330,19 @@ export class Agent {
   }
 
   private onMeshMessage(topic: string, payload: Buffer): void {
+    // Kept on every board, so whichever becomes broker next still refuses the revoked.
+    if (this.security && topic === topics.revoked(this.config.mesh)) {
+      if (this.security.onRevocations(payload)) this.log.info(`revocation list ${this.security.creds.revoked.seq}: ${this.security.creds.revoked.entries.join(', ')}`);
+      if (this.security.creds.revoked.entries.includes(`board:${this.node}`) && !this.stopping) {
+        const err = new KizunaError('KZ_ERR_UNAUTHORIZED', `this board (${this.node}) is revoked from mesh ${this.config.mesh}: stopping`);
+        this.log.error(err.message);
+        // No goodbyes: the mesh refuses this board's connection now, so a clean stop would wait forever.
+        this.stopping = this.abort().finally(() => this.endOnItsOwn?.(err));
+        return;
+      }
+      this.brokerRole?.broker.disconnectRevoked();
+      return;
+    }
     if (!this.roster.accept(topic, payload)) return;
     const mine = this.roster.get(this.node);
     // A late will of our own older connection: say again that we are alive.
@@ -370,8 +400,4 @@ export class Agent {
     await this.store.close();
     log.info('agent stopped');
   }
-}
-
-function isLoopback(host: string): boolean {
-  return host === 'localhost' || host === '::1' || host.startsWith('127.');
 }

@@ -4,7 +4,7 @@
  * it marks offline the members that never came back, so no ghost lingers in anyone's view.
  */
 import { Dispatcher } from '../broker/dispatcher.js';
-import { EmbeddedBroker } from '../broker/embedded.js';
+import { EmbeddedBroker, type BrokerSecurity } from '../broker/embedded.js';
 import type { Roster } from '../mesh/roster.js';
 import type { NodeStatus } from '../mesh/status.js';
 import { topics } from '../mesh/topics.js';
@@ -42,9 +42,14 @@ export class BrokerRole {
     failed: readonly string[];
     rejoinGraceMs: number;
     log: Logger;
+    /** Credentials required of every client (absent: an open broker). */
+    security?: BrokerSecurity;
+    /** The signed revocation list to keep retained (so the next broker's clients see it too). */
+    revocations?: Buffer;
   }): Promise<BrokerRole> {
     const { mesh, mirror, log } = options;
-    const broker = await EmbeddedBroker.create(log.child('aedes'));
+    const broker = await EmbeddedBroker.create(log.child('aedes'), options.security);
+    if (options.revocations) await broker.publish(topics.revoked(mesh), options.revocations, true);
     const dispatcher = new Dispatcher(broker, { mesh, node: options.self, log: log.child('dispatcher') });
     const role = new BrokerRole(broker, dispatcher, mesh);
     for (const status of mirror.all()) {

@@ -28,6 +28,8 @@ export const ConfigSchema = Type.Object(
     peers: Type.Array(Type.String({ pattern: '^[^\\s:]+:\\d{1,5}$' }), { default: [], description: 'host:port of other agents, for networks without multicast (comma separated)' }),
     mdnsInterface: Type.Optional(Type.String({ pattern: '^\\d{1,3}(\\.\\d{1,3}){3}$', description: 'IPv4 address of the interface for mDNS on a multi-homed host' })),
     eligible: Type.Boolean({ default: true, description: 'may host the mesh broker' }),
+    insecure: Type.Boolean({ default: false, description: 'run an open mesh without credentials on a non-loopback address (a trusted network only)' }),
+    joinToken: Type.Optional(Type.String({ pattern: '^kzj1\\.', description: 'join the mesh with this token (from kizuna init or kizuna token board) at start' })),
     formationMs: Type.Integer({ minimum: 0, maximum: 60_000, default: 1000, description: 'how long a starting agent looks for a broker before electing one' }),
     probeTimeoutMs: Type.Integer({ minimum: 10, maximum: 60_000, default: 500, description: 'how long to wait for a peer to answer a hello' }),
     keepaliveSeconds: Type.Integer({ minimum: 1, maximum: 600, default: 1, description: 'MQTT keepalive: a silent broker is noticed after 1 to 2 of these' }),

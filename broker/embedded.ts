@@ -7,6 +7,7 @@ import { Aedes, type Client } from 'aedes';
 import type { Logger } from '../agent/log.js';
 import { KizunaError } from '../mesh/errors.js';
 import { mayPublish, maySubscribe, type Identity } from './acl.js';
+import { topics } from '../mesh/topics.js';
 
 /**
  * Who a connecting client is. Absent: an open broker (loopback, no credentials), where anyone
@@ -16,6 +17,13 @@ export interface BrokerSecurity {
   mesh: string;
   /** The client's identity from its credentials; throws KizunaError (KZ_ERR_UNAUTHORIZED) to refuse it. */
   identify(credentials: { clientId: string; username?: string; password?: Buffer; conn: Duplex }): Identity;
+  /**
+   * A revocation list published by a client: true when it is signed by the mesh and newer than
+   * the one held (it is then kept, and clients it revokes are disconnected). Anything else is refused.
+   */
+  acceptRevocations?(payload: Buffer): boolean;
+  /** Whether a connected identity is revoked now. */
+  isRevoked?(id: Identity): boolean;
 }
 
 /** Refusals, for the logs and the tests: a connection refused, a publish or subscription denied. */
@@ -30,6 +38,8 @@ export class EmbeddedBroker {
   private constructor(
     private readonly aedes: Aedes,
     private readonly log: Logger,
+    private readonly security?: BrokerSecurity,
+    private readonly identities?: WeakMap<Client, Identity>,
   ) {}
 
   static async create(log: Logger, security?: BrokerSecurity, onDenied?: (d: Denial) => void): Promise<EmbeddedBroker> {
@@ -57,6 +67,17 @@ export class EmbeddedBroker {
       authorizePublish: (client, packet, callback) => {
         if (packet.topic.startsWith('$SYS') || /[+#\u0000]/.test(packet.topic)) return callback(new Error('forbidden topic'));
         if (!client || !security) return callback(null); // published inside the broker: the dispatcher
+        if (packet.topic === topics.revoked(security.mesh) && security.acceptRevocations) {
+          // Whoever publishes it, only the mesh's signature counts.
+          const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload);
+          if (security.acceptRevocations(payload)) {
+            callback(null);
+            setImmediate(() => broker.disconnectRevoked());
+            return;
+          }
+          deny({ kind: 'publish', clientId: client.id, why: 'a revocation list not signed by the mesh, or not newer' });
+          return callback(new Error('revocation list refused'));
+        }
         const id = identities.get(client);
         const verdict = id ? mayPublish(id, packet.topic, packet.retain, security.mesh) : { ok: false as const, why: 'no identity' };
         if (verdict.ok) return callback(null);
@@ -72,7 +93,20 @@ export class EmbeddedBroker {
         callback(null, null); // SUBACK 0x80 for this filter; the connection stays
       },
     });
-    return new EmbeddedBroker(aedes, log);
+    const broker = new EmbeddedBroker(aedes, log, security, identities);
+    return broker;
+  }
+
+  /** Closes the connections of clients whose identity is now revoked. */
+  disconnectRevoked(): void {
+    if (!this.security?.isRevoked) return;
+    for (const client of Object.values((this.aedes as unknown as { clients: Record<string, Client> }).clients)) {
+      const id = this.identities?.get(client);
+      if (id && this.security.isRevoked(id)) {
+        this.log.warn(`disconnecting ${client.id}: its credentials are revoked`);
+        client.close();
+      }
+    }
   }
 
   get connectedClients(): number {

@@ -10,6 +10,7 @@
  *   kizuna/v1/<mesh>/shardres/<client>/<job>/<start>-<end>               that part's results, for the dispatcher
  *   kizuna/v1/<mesh>/node/<node>/status          retained: the agent's models and state
  *   kizuna/v1/<mesh>/broker                      retained: the elected broker and its term
+ *   kizuna/v1/<mesh>/revoked                     retained: the signed list of revoked boards and apps
  *
  * The reply topic is derived from the request topic, so a raw image published with
  * mosquitto_pub (no room for metadata in MQTT 3.1.1) still says where its answer goes.
@@ -87,6 +88,10 @@ export const topics = {
   },
   allShardResults(mesh: string): string {
     return `${ROOT}/${mesh}/shardres/#`;
+  },
+  /** Retained: the mesh's signed revocation list. */
+  revoked(mesh: string): string {
+    return `${ROOT}/${mesh}/revoked`;
   },
   brokerRecord(mesh: string): string {
     return `${ROOT}/${mesh}/broker`;

@@ -5,7 +5,7 @@ import { Agent } from '../agent.js';
 
 export async function run(argv: string[]): Promise<number> {
   const options = Object.fromEntries(Object.keys(ConfigSchema.properties).map((k) => [kebab(k), { type: 'string' as const }]));
-  const { values } = parseArgs({ args: argv, options: { ...options, config: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, strict: true });
+  const { values } = parseArgs({ args: withBooleans(argv), options: { ...options, config: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, strict: true });
   if (values.help) {
     console.log(`usage: kizuna agent [options]\n\nEach option can also come from the environment or a JSON config file (--config FILE, $KIZUNA_CONFIG)\nwith the camelCase key; flags win over the environment, which wins over the file.\n\n${describeConfig()}`);
     return 0;
@@ -13,6 +13,7 @@ export async function run(argv: string[]): Promise<number> {
   const flags = Object.fromEntries(Object.entries(values).map(([k, v]) => [k.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase()), v as string | undefined]));
   const agent = await Agent.create(loadConfig({ flags }));
   await agent.start();
+  let exitCode = 0;
   await new Promise<void>((resolve) => {
     const onSignal = (signal: string) => {
       process.stderr.write(`\n${signal}: draining accepted requests, then stopping (again to force)\n`);
@@ -22,7 +23,25 @@ export async function run(argv: string[]): Promise<number> {
     };
     process.once('SIGINT', () => onSignal('SIGINT'));
     process.once('SIGTERM', () => onSignal('SIGTERM'));
+    // The agent stopped by itself (this board was revoked): say why and exit 1.
+    void agent.ended.then((err) => {
+      process.stderr.write(`kizuna: ${err.code}: ${err.message}\n`);
+      exitCode = 1;
+      resolve();
+    });
   });
   await agent.stop();
-  return 0;
+  return exitCode;
+}
+
+/** A yes/no option may stand alone (`--insecure`) as well as take a value (`--eligible false`). */
+function withBooleans(argv: string[]): string[] {
+  const booleans = new Set(Object.entries(ConfigSchema.properties).filter(([, v]) => (v as { type?: string }).type === 'boolean').map(([k]) => `--${kebab(k)}`));
+  const out: string[] = [];
+  argv.forEach((arg, i) => {
+    out.push(arg);
+    const next = argv[i + 1];
+    if (booleans.has(arg) && (next === undefined || next.startsWith('--'))) out.push('true');
+  });
+  return out;
 }

@@ -56,7 +56,7 @@ class Scene {
 
   /** Starts an agent in host n (mDNS on its lab address only) and resolves once it serves. */
   async agent(n: number, options: { node?: string; mesh?: string; logLevel?: string } = {}): Promise<Member> {
-    const args = [CLI, 'agent', '--host', '0.0.0.0', '--port', String(PORT), '--mdns-interface', this.lab.host(n).address, '--data-dir', this.dataDir(n),
+    const args = [CLI, 'agent', '--insecure', '--host', '0.0.0.0', '--port', String(PORT), '--mdns-interface', this.lab.host(n).address, '--data-dir', this.dataDir(n),
       '--formation-ms', '1500', '--log-level', options.logLevel ?? process.env.KZ_NETNS_LOG_LEVEL ?? 'info'];
     if (options.node) args.push('--node', options.node);
     if (options.mesh) args.push('--mesh', options.mesh);

@@ -36,6 +36,7 @@ test('defaults, with no file, no environment and no flags', () => {
     discovery: 'mdns',
     peers: [],
     eligible: true,
+    insecure: false,
     formationMs: 1000,
     probeTimeoutMs: 500,
     keepaliveSeconds: 1,

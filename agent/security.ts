@@ -1,0 +1,71 @@
+/**
+ * What the agent needs of its mesh credentials (credentials.ts): the rules its broker applies to
+ * every client, its own MQTT credentials, and the revocations it keeps. Without credentials a
+ * mesh is open: allowed on loopback (the demo, tests) and, said loudly, with --insecure.
+ */
+import type { BrokerSecurity } from '../broker/embedded.js';
+import type { Identity } from '../broker/acl.js';
+import { KizunaError } from '../mesh/errors.js';
+import { verifyToken } from '../mesh/tokens.js';
+import type { Config } from './config.js';
+import { joinMesh, loadCredentials, revokedSet, storeRevocations, type MeshCredentials } from './credentials.js';
+import type { Logger } from './log.js';
+
+export interface AgentSecurity {
+  creds: MeshCredentials;
+  /** This board's node id, from its token. */
+  node: string;
+  broker: BrokerSecurity;
+  login: { username: string; password: string };
+  /** A revocation list seen on the mesh: kept when signed and newer. */
+  onRevocations(payload: Buffer): boolean;
+}
+
+export const isLoopback = (host: string): boolean => host === 'localhost' || host === '::1' || host.startsWith('127.');
+
+export function meshSecurity(config: Config, log: Logger): AgentSecurity | undefined {
+  if (config.joinToken && !loadCredentials(config.dataDir, config.mesh)) {
+    const joined = joinMesh(config.dataDir, config.joinToken);
+    log.info(`joined mesh ${joined.mesh} as board ${joined.node}`);
+  }
+  const creds = loadCredentials(config.dataDir, config.mesh);
+  if (!creds) {
+    if (config.broker || isLoopback(config.host)) return undefined;
+    if (!config.insecure) {
+      throw new KizunaError(
+        'KZ_ERR_CONFIG',
+        `this board has no credentials for mesh ${config.mesh} and listens on ${config.host}: run \`kizuna init\` on the first board ` +
+          `or \`kizuna join TOKEN\` on the others (or --insecure for an open mesh on a trusted network)`,
+      );
+    }
+    log.warn(`open mesh: anyone who reaches port ${config.port} can use mesh ${config.mesh} (--insecure)`);
+    return undefined;
+  }
+  if (!creds.board || !creds.boardToken) throw new KizunaError('KZ_ERR_CONFIG', `${creds.dir} has the mesh key but no board.token: run kizuna join TOKEN`);
+  if (creds.revoked.entries.includes(`board:${creds.board.sub}`)) {
+    throw new KizunaError('KZ_ERR_UNAUTHORIZED', `this board (${creds.board.sub}) is revoked from mesh ${config.mesh}`);
+  }
+  if (config.node && config.node !== creds.board.sub) {
+    throw new KizunaError('KZ_ERR_CONFIG', `--node ${config.node} differs from this board's token (board ${creds.board.sub})`);
+  }
+  const mesh = config.mesh;
+  const revokedIdentity = (id: Identity) => {
+    const set = revokedSet(creds);
+    return id.kind === 'board' ? set.has(`board:${id.node}`) : id.kind === 'app' ? set.has(`app:${id.name}`) : false;
+  };
+  return {
+    creds,
+    node: creds.board.sub,
+    login: { username: creds.board.sub, password: creds.boardToken },
+    onRevocations: (payload) => storeRevocations(creds, payload),
+    broker: {
+      mesh,
+      identify: ({ password }) => {
+        const claims = verifyToken(password?.toString('utf8') ?? '', creds.publicKey, { mesh, revoked: revokedSet(creds) });
+        return claims.kind === 'board' ? { kind: 'board', node: claims.sub } : { kind: 'app', name: claims.sub };
+      },
+      acceptRevocations: (payload) => storeRevocations(creds, payload),
+      isRevoked: revokedIdentity,
+    },
+  };
+}
