@@ -111,13 +111,18 @@ export class JobsMesh {
 }
 
 export interface ShardEvent {
-  /** A shard sent to an agent, its result from an agent, or the dispatcher's last message of a job. */
-  kind: 'shard' | 'result' | 'complete';
+  /**
+   * A shard sent to an agent, its result from an agent, a job sent by an app (`start` is its
+   * "from"), or the dispatcher's last message of a job.
+   */
+  kind: 'shard' | 'result' | 'job' | 'complete';
   job: string;
   start: number;
   end: number;
   /** The agent a shard was sent to, or the agent a result says it comes from ('' for complete). */
   node: string;
+  /** When the tap received it (performance.now()). */
+  at?: number;
 }
 
 /** Watches every shard, shard result and job completion of a mesh (and follows it through a failover). */
@@ -134,11 +139,12 @@ export class JobTap {
     });
     const tap = new JobTap(transport);
     transport.onMessage((topic, payload) => tap.onMessage(topic, payload));
-    await transport.subscribe([topics.allShardResults(mesh), `kizuna/v1/${mesh}/shard/#`, `kizuna/v1/${mesh}/jobres/#`]);
+    await transport.subscribe([topics.allShardResults(mesh), `kizuna/v1/${mesh}/shard/#`, `kizuna/v1/${mesh}/jobres/#`, topics.allJobs(mesh)]);
     return tap;
   }
 
   private onMessage(topic: string, payload: Buffer): void {
+    const n = this.events.length;
     const shard = parseShardTopic(topic);
     if (shard) this.events.push({ kind: 'shard', job: shard.job, start: shard.start, end: shard.end, node: shard.node });
     const res = shard ? undefined : parseShardResultTopic(topic);
@@ -152,6 +158,11 @@ export class JobTap {
       this.events.push({ kind: 'result', job: res.job, start: res.start, end: res.end, node: agent });
     }
     const parts = topic.split('/');
+    if (parts[3] === 'job' && parts.length === 7) {
+      // The app client writes "from" first (jobPayload).
+      const from = /^\{"from":(\d+),/.exec(payload.subarray(0, 32).toString('latin1'))?.[1];
+      this.events.push({ kind: 'job', job: parts[6]!, start: Number(from ?? 0), end: 0, node: '' });
+    }
     if (parts[3] === 'jobres' && parts.length === 6) {
       try {
         const msg = JSON.parse(payload.toString('utf8')) as { ok?: unknown; complete?: unknown };
@@ -160,6 +171,8 @@ export class JobTap {
         // not a job result
       }
     }
+    const at = performance.now();
+    for (let i = n; i < this.events.length; i++) this.events[i]!.at = at;
     for (const w of [...this.waiters]) if (w()) this.waiters.delete(w);
   }
 

@@ -49,12 +49,14 @@ describe('sharded jobs across agent processes', () => {
     mesh = await JobsMesh.plan(FAST, ['--formation-ms', '400', '--rejoin-grace-ms', '1500']);
     await mesh.add('slow');
     await Promise.all(FAST.map((n) => mesh.spawn(n, FAST_MS)));
-    watch = await MeshWatch.connect(mesh.urls(FAST).reverse(), MESH);
+    watch = await MeshWatch.connect(mesh.urls(FAST), MESH);
     await threeFast();
-    tap = await JobTap.connect(mesh.urls(FAST).reverse(), MESH);
-    // The app knows every board; it is on the broker's own board first (the one test 2 kills).
+    // The app, the tap and the watch know every board and start on the broker's own: a board
+    // killed or frozen in the tests below leaves them alone, until the broker's board is killed.
     const broker = holder('broker')!;
-    client = await KizunaClient.connect({ url: [broker, ...FAST.filter((n) => n !== broker)].map((n) => mesh.url(n)), mesh: MESH, client: 'jobs-app', keepaliveSeconds: 1, resendMs: 1000, timeoutMs: 20_000 });
+    const urls = [broker, ...FAST.filter((n) => n !== broker)].map((n) => mesh.url(n));
+    tap = await JobTap.connect(urls, MESH);
+    client = await KizunaClient.connect({ url: urls, mesh: MESH, client: 'jobs-app', keepaliveSeconds: 1, resendMs: 1000, timeoutMs: 20_000 });
     let next = 0;
     await Promise.all(
       Array.from({ length: 6 }, async () => {
@@ -206,31 +208,52 @@ describe('sharded jobs across agent processes', () => {
   });
 
   /**
-   * Runs a job of `n` inputs; once `after` results have arrived, waits for the next shard of 5+
-   * inputs sent to `victim` and sends it `signal` at once: that shard is in its hands, unfinished.
+   * Two apps run a job each: one through a board that survives, the other through `victim`'s own
+   * port (its job first: the dispatcher serves the oldest job first). Once that second app has
+   * results and `victim` has returned a shard, the next shard of 5+ inputs sent to `victim` is
+   * the moment to send it `signal`: that shard is in its hands, unfinished. The app on its port
+   * loses its connection, reconnects through another board and asks again with "from".
    */
-  const jobHitting = async (victim: string, signal: NodeJS.Signals, n: number, after: number) => {
-    const run = client.job('digits', inputs(n));
-    let hit: ShardEvent | undefined;
-    const collected = await collect(run, want, async (k) => {
-      if (k !== after) return;
-      const what = `a shard of 5+ inputs sent to ${victim}`;
-      hit = await tap.next(tap.mark, (e) => e.kind === 'shard' && e.job === run.id && e.node === victim && e.end - e.start >= 5, 5000, what);
-      await mesh.signal(victim, signal);
-    });
-    assert.ok(hit, `${victim} got ${signal} mid-job`);
-    const served = collected.agents.slice(hit.start, hit.end);
-    assert.ok(served.every((a) => a !== victim), `the shard ${hit.start}-${hit.end} it held was run elsewhere: ${served.join()}`);
-    assert.ok(!tap.events.some((e) => e.kind === 'result' && e.job === run.id && e.node === victim && e.start === hit!.start), `${victim} never returned it`);
-    return { ...collected, hit };
+  const jobHitting = async (victim: string, signal: NodeJS.Signals) => {
+    const others = FAST.filter((x) => x !== victim);
+    const side = await KizunaClient.connect({ url: [victim, ...others].map((x) => mesh.url(x)), mesh: MESH, client: `jobs-side-${signal}`, keepaliveSeconds: 1, resendMs: 1000, timeoutMs: 20_000 });
+    try {
+      const sideRun = side.job('digits', inputs(600));
+      const run = client.job('digits', inputs(300));
+      const jobs = [run.id, sideRun.id];
+      let sideHasResults!: () => void;
+      const sideStarted = new Promise<void>((resolve) => (sideHasResults = resolve));
+      const hitting = (async () => {
+        await sideStarted;
+        // From now on (events seen before are history): its next result, then its next shard.
+        const first = await tap.next(tap.mark, (e) => e.kind === 'result' && jobs.includes(e.job) && e.node === victim, 10_000, `a result from ${victim}`);
+        const from = tap.events.indexOf(first) + 1;
+        const hit = await tap.next(from, (e) => e.kind === 'shard' && jobs.includes(e.job) && e.node === victim && e.end - e.start >= 5, 10_000, `another shard of 5+ inputs for ${victim}`);
+        await mesh.signal(victim, signal);
+        return { hit, mark: tap.mark };
+      })();
+      const [main, sideCollected, { hit, mark }] = await Promise.all([
+        collect(run, want),
+        collect(sideRun, want, (k) => void (k === 1 && sideHasResults())),
+        hitting,
+      ]);
+      const served = (hit.job === run.id ? main : sideCollected).agents.slice(hit.start, hit.end);
+      assert.ok(served.every((a) => a !== victim), `the shard ${hit.start}-${hit.end} it held was run elsewhere: ${served.join()}`);
+      assert.ok(!tap.events.some((e) => e.kind === 'result' && e.job === hit.job && e.node === victim && e.start === hit.start), `${victim} never returned it`);
+      const resent = tap.events.slice(mark).find((e) => e.kind === 'job' && e.job === sideRun.id && e.start > 0);
+      assert.ok(resent, `the app on ${victim}'s port asked again for the results it lacked ("from" > 0)`);
+      return { main, side: sideCollected, resentFrom: resent.start };
+    } finally {
+      await side.close();
+    }
   };
 
-  test('a board frozen (SIGSTOP) mid-job: its shards are run elsewhere and the job ends without it', { timeout: 20_000 }, async () => {
+  test('a board frozen (SIGSTOP) mid-job: its shards are run elsewhere, and an app on its port moves on; the jobs end without it', { timeout: 20_000 }, async () => {
     await threeFast();
     const victim = holder('agent')!;
     try {
-      const { ms, byAgent } = await jobHitting(victim, 'SIGSTOP', 600, 100);
-      console.log(`frozen board: 600 inputs in ${Math.round(ms)} ms, by agent ${JSON.stringify(byAgent)}`);
+      const { main, side, resentFrom } = await jobHitting(victim, 'SIGSTOP');
+      console.log(`frozen board: the app on its port: 600 inputs in ${Math.round(side.ms)} ms (asked again from ${resentFrom}), by agent ${JSON.stringify(side.byAgent)}; the other app: 300 in ${Math.round(main.ms)} ms`);
       // The broker drops a silent client after 1.5 keepalives (its will marks it offline).
       await watch.until((w) => w.roster.get(victim)?.online === false, 5000, `${victim} offline while frozen`);
     } finally {
@@ -239,11 +262,11 @@ describe('sharded jobs across agent processes', () => {
     await watch.until((w) => w.roster.get(victim)?.online === true, 10_000, `${victim} back after SIGCONT`);
   });
 
-  test('a board SIGKILLed mid-job: its shards are run elsewhere; every input gets its one right result', { timeout: 20_000 }, async () => {
+  test('a board SIGKILLed mid-job: its shards are run elsewhere, and an app on its port moves on; every input gets its one right result', { timeout: 20_000 }, async () => {
     await threeFast();
     const victim = holder('agent')!;
-    const { ms, byAgent } = await jobHitting(victim, 'SIGKILL', 600, 100);
-    console.log(`killed board: 600 inputs in ${Math.round(ms)} ms, by agent ${JSON.stringify(byAgent)}`);
+    const { main, side, resentFrom } = await jobHitting(victim, 'SIGKILL');
+    console.log(`killed board: the app on its port: 600 inputs in ${Math.round(side.ms)} ms (asked again from ${resentFrom}), by agent ${JSON.stringify(side.byAgent)}; the other app: 300 in ${Math.round(main.ms)} ms`);
     await watch.until((w) => w.roster.get(victim)?.online === false, 5000, `${victim} offline (its will)`);
   });
 
