@@ -1,14 +1,19 @@
 /**
  * Sharded jobs through real agent processes and the real embedded broker (loopback, static peers):
  * one message of many inputs, cut into shards by the elected broker's dispatcher, each input's
- * result streamed to the app exactly once and in input order, right (the class each digit gets
- * from a single request), when things go wrong:
- *   - a malformed job gets a job error with a stable code, and the mesh serves the next job;
- *   - a board answers its shards with garbage (a rogue MQTT client advertising the model);
- *   - a board much slower than the others, and a board frozen (SIGSTOP) mid-job;
- *   - a board SIGKILLed mid-job, then the broker's own board SIGKILLed mid-job (failover: the app
- *     asks the new broker with "from" and its dispatcher finishes the job).
- * The tests share one mesh and run in order; each waits for the mesh it needs first.
+ * result streamed to the app exactly once and in input order, and right (the class each digit
+ * gets from a single request), when things go wrong:
+ *   - malformed jobs get a job error with a stable code, and the mesh serves the next job;
+ *   - a board answers its shards with garbage (a rogue MQTT client that advertises the model: NaN,
+ *     wrong count, shape or model, not JSON, or only retryable errors): none of it reaches the app;
+ *   - a board much slower than the others: the job does not wait for it;
+ *   - a board frozen (SIGSTOP), then one SIGKILLed, right after a shard was sent to it, while a
+ *     second app connected through that board's own port reconnects and asks again with "from";
+ *   - the broker's own board SIGKILLed mid-job: a new broker's dispatcher finishes the job from
+ *     where the app was;
+ *   - (todo, a bug) a running job id sent again with another number of inputs.
+ * The tests share one mesh and run in order; each waits for the mesh it needs first. The tap sees
+ * every shard, shard result and job on the wire, so faults are injected at known moments.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -33,7 +38,7 @@ const want = (i: number) => expected[i % DISTINCT]!;
 /** Simulated time per input of the fast boards (the real model takes ~0.1 ms). */
 const FAST_MS = 10;
 /** The slow board: its first (probe) shard of 2 inputs alone takes longer than the whole job on the fast ones. */
-const SLOW_MS = 2000;
+const SLOW_MS = 3000;
 const FAST = ['a', 'b', 'c'];
 /** Digit i as a raw job item (a tensor in base64). */
 const b64 = (i: number) => Buffer.from(digits[i]!.pixels.buffer, digits[i]!.pixels.byteOffset, digits[i]!.pixels.byteLength).toString('base64');
@@ -55,8 +60,8 @@ describe('sharded jobs across agent processes', () => {
     await Promise.all(FAST.map((n) => mesh.spawn(n, FAST_MS)));
     watch = await MeshWatch.connect(mesh.urls(FAST), MESH);
     await threeFast();
-    // The app, the tap and the watch know every board and start on the broker's own: a board
-    // killed or frozen in the tests below leaves them alone, until the broker's board is killed.
+    // The app and the tap know every board and start on the broker's own: a board killed or
+    // frozen in the tests below leaves them alone, until the broker's board is killed.
     const broker = holder('broker')!;
     const urls = [broker, ...FAST.filter((n) => n !== broker)].map((n) => mesh.url(n));
     tap = await JobTap.connect(urls, MESH);
@@ -68,7 +73,7 @@ describe('sharded jobs across agent processes', () => {
       }),
     );
     assert.ok(expected.filter((e, i) => e === digits[i]!.label).length >= DISTINCT * 0.9, 'the model is right on most digits');
-  });
+  }, { timeout: 40_000 });
 
   after(async () => {
     await client?.close().catch(() => undefined);
@@ -174,7 +179,7 @@ describe('sharded jobs across agent processes', () => {
       // The fast boards alone would take N x FAST_MS / 3 (the slow one adds 0.2% to the mesh's
       // speed); waiting for the slow board's first shard alone would take 2 x SLOW_MS.
       const ideal = (N * FAST_MS) / FAST.length;
-      const bound = ideal * 1.6 + 400;
+      const bound = ideal * 2 + 500;
       assert.ok(bound < 2 * SLOW_MS, 'the bound tells a job that waited for the slow board');
       const slow = byAgent.slow ?? 0;
       console.log(`slow board: ${N} inputs in ${Math.round(ms)} ms (fast boards' ideal ${ideal} ms), by agent ${JSON.stringify(byAgent)}`);
