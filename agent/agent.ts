@@ -35,7 +35,7 @@ import { loadNodeId, renewNodeId } from './identity.js';
 import { KizunaError } from '../mesh/errors.js';
 import { createLogger, type Logger } from './log.js';
 import { Worker } from './worker.js';
-import { isLoopback, meshSecurity, type AgentSecurity } from './security.js';
+import { isLoopback, listenHost, meshSecurity, type AgentSecurity } from './security.js';
 import fs from 'node:fs';
 import path from 'node:path';
 
@@ -78,7 +78,7 @@ export class Agent {
   private duplicateOf?: Advert;
 
   private constructor(
-    readonly config: Config,
+    readonly config: Config & { host: string },
     /** This agent's id in the mesh: from the config, else kept in the data directory. */
     private nodeId: string,
     readonly store: ModelStore,
@@ -95,7 +95,7 @@ export class Agent {
     const store = new ModelStore(engine, { threads: config.threads });
     const security = meshSecurity(config, log);
     const node = security?.node ?? config.node ?? (await loadNodeId(config.dataDir));
-    return new Agent(config, node, store, log, deps, security);
+    return new Agent({ ...config, host: listenHost(config, security, log) }, node, store, log, deps, security);
   }
 
   get node(): string {

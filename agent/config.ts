@@ -22,7 +22,7 @@ export const ConfigSchema = Type.Object(
     node: Type.Optional(Type.String({ ...Segment, description: 'this agent\'s id in the mesh (default: created once and kept in the data directory)' })),
     dataDir: Type.String({ minLength: 1, default: defaultDataDir(), description: 'where the agent keeps its node id (and later its credentials and models)' }),
     port: Type.Integer({ minimum: 0, maximum: 65535, default: 1883, description: 'MQTT port of the embedded broker (0: any free port)' }),
-    host: Type.String({ minLength: 1, default: '0.0.0.0', description: 'address the embedded broker listens on' }),
+    host: Type.Optional(Type.String({ minLength: 1, description: 'address the embedded broker listens on (default: 0.0.0.0 with mesh credentials, 127.0.0.1 without)' })),
     broker: Type.Optional(Type.String({ pattern: '^mqtts?://', description: 'use this broker (Mosquitto, EMQX...) instead of electing one' })),
     discovery: Type.Union([Type.Literal('mdns'), Type.Literal('none')], { default: 'mdns', description: 'mdns: find the other agents on the local network; none: this agent alone (or --peers)' }),
     peers: Type.Array(Type.String({ pattern: '^[^\\s:]+:\\d{1,5}$' }), { default: [], description: 'host:port of other agents, for networks without multicast (comma separated)' }),

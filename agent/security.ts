@@ -30,7 +30,8 @@ export function meshSecurity(config: Config, log: Logger): AgentSecurity | undef
   }
   const creds = loadCredentials(config.dataDir, config.mesh);
   if (!creds) {
-    if (config.broker || isLoopback(config.host)) return undefined;
+    // No address given: loopback (see listenHost), where an open mesh harms no one.
+    if (config.broker || config.host === undefined || isLoopback(config.host)) return undefined;
     if (!config.insecure) {
       throw new KizunaError(
         'KZ_ERR_CONFIG',
@@ -68,4 +69,16 @@ export function meshSecurity(config: Config, log: Logger): AgentSecurity | undef
       isRevoked: revokedIdentity,
     },
   };
+}
+
+/**
+ * Where the mesh port listens when --host is not given: every interface for a board with
+ * credentials (it must be reachable by the others), loopback for one without (an open mesh must
+ * not be reachable from the network).
+ */
+export function listenHost(config: Config, security: AgentSecurity | undefined, log: Logger): string {
+  if (config.host !== undefined) return config.host;
+  if (security) return '0.0.0.0';
+  if (!config.broker) log.info('no mesh credentials: listening on 127.0.0.1 only (kizuna init or kizuna join to serve the LAN)');
+  return '127.0.0.1';
 }

@@ -10,7 +10,7 @@ import type { Advert, Role } from './advert.js';
 import type { Config } from './config.js';
 
 export interface SelfState {
-  config: Config;
+  config: Config & { host: string };
   node: string;
   instance: string;
   started: number;
@@ -64,7 +64,7 @@ export function statusOf(s: SelfState): NodeStatus {
 }
 
 /** Where other boards can reach this one: the listen address, the mDNS interface, or every IPv4. */
-export function hostAddresses(config: Pick<Config, 'host' | 'mdnsInterface'>): string[] {
+export function hostAddresses(config: Pick<Config, 'mdnsInterface'> & { host: string }): string[] {
   const { host, mdnsInterface } = config;
   if (host !== '0.0.0.0' && host !== '::') return [host];
   if (mdnsInterface) return [mdnsInterface];

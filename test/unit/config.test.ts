@@ -32,7 +32,6 @@ test('defaults, with no file, no environment and no flags', () => {
     mesh: 'home',
     dataDir: path.join(os.homedir(), '.kizuna'),
     port: 1883,
-    host: '0.0.0.0',
     discovery: 'mdns',
     peers: [],
     eligible: true,
