@@ -9,7 +9,11 @@ import { KizunaError, isErrorCode, type ErrorCode } from './errors.js';
 import { isFrame, readFrame, writeFrame } from './frame.js';
 import { sniffImage } from './image.js';
 import { decodeBase64, tensorFromFrame, tensorFromJson, tensorToJson } from './codec.js';
-import { checkFrameRequest, checkJsonRequest, firstError, type Timings } from './schemas.js';
+import type { Static, TSchema } from '@sinclair/typebox';
+import type { TypeCheck } from '@sinclair/typebox/compiler';
+import {
+  INPUT_NAME_MAX_LENGTH, checkFrameRequest, checkFrameTensor, checkJsonRequest, checkJsonTensor, firstError, type Timings,
+} from './schemas.js';
 import { DTYPES, tensorBytes, type Tensor } from './tensor.js';
 
 export interface WireLimits {
@@ -61,12 +65,7 @@ export function decodeRequestObject(msg: unknown, limits: WireLimits): DecodedRe
   if (given !== 1) throw new KizunaError('KZ_ERR_BAD_REQUEST', 'request needs exactly one of "inputs", "image" or "images"');
   const options = optionsOf(msg, 'json');
   if (msg.inputs) {
-    const inputs: Record<string, Tensor> = {};
-    let total = 0;
-    for (const [name, t] of Object.entries(msg.inputs)) {
-      inputs[name] = tensorFromJson(name, t, limits.maxElements - total);
-      total += inputs[name].data.length;
-    }
+    const inputs = decodeInputs('request', msg.inputs, checkJsonTensor, (name, t, max) => tensorFromJson(name, t, max), limits.maxElements);
     return { body: { kind: 'tensors', inputs }, options };
   }
   const images = (msg.images ?? [msg.image!]).map((b64, i) => decodeBase64(`image ${i}`, b64));
@@ -76,19 +75,41 @@ export function decodeRequestObject(msg: unknown, limits: WireLimits): DecodedRe
 function decodeFrameRequest(payload: Uint8Array, limits: WireLimits): DecodedRequest {
   const { header, data } = readFrame(payload);
   if (!checkFrameRequest.Check(header)) throw schemaError('frame header', firstError(checkFrameRequest, header));
-  const inputs: Record<string, Tensor> = {};
-  let total = 0;
-  for (const [name, t] of Object.entries(header.inputs)) {
-    inputs[name] = tensorFromFrame(name, t, data, limits.maxElements - total);
-    total += inputs[name].data.length;
-  }
+  const inputs = decodeInputs('frame header', header.inputs, checkFrameTensor, (name, t, max) => tensorFromFrame(name, t, data, max), limits.maxElements);
   return { body: { kind: 'tensors', inputs }, options: optionsOf(header, 'binary') };
+}
+
+/**
+ * Named tensors, each name and each tensor checked here (the request schemas only say `inputs` is
+ * an object: see schemas.ts). An input may have any name of up to INPUT_NAME_MAX_LENGTH characters,
+ * "__proto__" included (a model may have an input of that name): the map is built with
+ * Object.fromEntries, which defines own properties, where `inputs[name] = t` would set the prototype.
+ */
+function decodeInputs<S extends TSchema>(
+  what: string, given: Record<string, unknown>, check: TypeCheck<S>, decode: (name: string, t: Static<S>, maxElements: number) => Tensor, maxElements: number,
+): Record<string, Tensor> {
+  const entries: [string, Tensor][] = [];
+  let total = 0;
+  for (const [name, t] of Object.entries(given)) {
+    if (name.length > INPUT_NAME_MAX_LENGTH) {
+      throw new KizunaError('KZ_ERR_BAD_REQUEST', `${what}: an input name of ${name.length} characters is over the limit of ${INPUT_NAME_MAX_LENGTH}`);
+    }
+    if (!check.Check(t)) {
+      const e = firstError(check, t);
+      const path = `/inputs/${name.replace(/~/g, '~0').replace(/\//g, '~1')}${e.path}`;
+      throw schemaError(what, { path, text: `${path}: ${e.message}` });
+    }
+    const tensor = decode(name, t, maxElements - total);
+    entries.push([name, tensor]);
+    total += tensor.data.length;
+  }
+  return Object.fromEntries(entries);
 }
 
 /** A schema violation, with the precise code when it is about a tensor's dtype or shape. */
 function schemaError(what: string, e: { path: string; text: string }): KizunaError {
-  if (/^\/inputs\/[^/]+\/(dtype|data\/\d+)$/.test(e.path)) return new KizunaError('KZ_ERR_BAD_DTYPE', `${what} ${e.text} (dtypes: ${Object.keys(DTYPES).join(', ')})`);
-  if (/^\/inputs\/[^/]+\/shape(\/|$)/.test(e.path)) return new KizunaError('KZ_ERR_BAD_SHAPE', `${what} ${e.text}`);
+  if (/^\/inputs\/[^/]*\/(dtype|data\/\d+)$/.test(e.path)) return new KizunaError('KZ_ERR_BAD_DTYPE', `${what} ${e.text} (dtypes: ${Object.keys(DTYPES).join(', ')})`);
+  if (/^\/inputs\/[^/]*\/shape(\/|$)/.test(e.path)) return new KizunaError('KZ_ERR_BAD_SHAPE', `${what} ${e.text}`);
   return new KizunaError('KZ_ERR_BAD_REQUEST', `${what} ${e.text}`);
 }
 
@@ -144,34 +165,58 @@ export function encodeError(id: string, agent: string, err: KizunaError, model?:
 
 export type Reply = (InferenceResult & { ok: true; outputs: Record<string, Tensor> }) | ErrorReply;
 
-/** Decodes a reply (JSON or KZB1) for clients; throws KZ_ERR_MALFORMED for anything else. */
+/**
+ * Decodes a reply (JSON or KZB1) for clients; throws KZ_ERR_MALFORMED for anything else, never
+ * another code (a bad tensor in a reply is not the app's fault, so not KZ_ERR_BAD_SHAPE etc.).
+ * An error reply keeps its code if it is a known one (else KZ_ERR_INTERNAL) and its message if it
+ * is a string (else '').
+ */
 export function decodeReply(payload: Uint8Array): Reply {
-  const limits = { maxElements: Number.MAX_SAFE_INTEGER };
   let msg: Record<string, unknown>;
-  let tensorOf: (name: string, t: never) => Tensor;
+  let tensorOf: (name: string, t: unknown) => Tensor;
   if (isFrame(payload)) {
     const { header, data } = readFrame(payload);
     msg = header as Record<string, unknown>;
-    tensorOf = (name, t) => tensorFromFrame(name, t, data, limits.maxElements);
+    tensorOf = (name, t) => {
+      if (!checkFrameTensor.Check(t)) throw malformedOutput(name, firstError(checkFrameTensor, t).text);
+      return tensorFromFrame(name, t, data, Number.MAX_SAFE_INTEGER);
+    };
   } else {
     try {
       msg = JSON.parse(Buffer.from(payload).toString('utf8')) as Record<string, unknown>;
     } catch {
       throw new KizunaError('KZ_ERR_MALFORMED', 'reply is neither JSON nor a KZB1 frame');
     }
-    tensorOf = (name, t) => tensorFromJson(name, t, limits.maxElements);
+    tensorOf = (name, t) => {
+      if (!checkJsonTensor.Check(t)) throw malformedOutput(name, firstError(checkJsonTensor, t).text);
+      return tensorFromJson(name, t, Number.MAX_SAFE_INTEGER);
+    };
   }
   if (typeof msg !== 'object' || msg === null || typeof msg.id !== 'string' || typeof msg.ok !== 'boolean') {
     throw new KizunaError('KZ_ERR_MALFORMED', 'reply lacks "id" and "ok"');
   }
   if (!msg.ok) {
-    const error = msg.error as { code?: unknown; message?: unknown } | undefined;
+    const error = msg.error as { code?: unknown; message?: unknown } | null | undefined;
     const code = isErrorCode(error?.code) ? error.code : 'KZ_ERR_INTERNAL';
-    return { ...(msg as unknown as ErrorReply), error: { code, message: String(error?.message ?? '') } };
+    return { ...(msg as unknown as ErrorReply), error: { code, message: typeof error?.message === 'string' ? error.message : '' } };
   }
-  const outputs: Record<string, Tensor> = {};
-  for (const [name, t] of Object.entries((msg.outputs ?? {}) as Record<string, never>)) outputs[name] = tensorOf(name, t);
-  return { ...(msg as unknown as InferenceResult), ok: true, outputs };
+  const given = msg.outputs ?? {};
+  if (typeof given !== 'object' || given === null || Array.isArray(given)) throw new KizunaError('KZ_ERR_MALFORMED', 'reply "outputs" is not an object');
+  const outputs: [string, Tensor][] = [];
+  for (const [name, t] of Object.entries(given)) {
+    try {
+      outputs.push([name, tensorOf(name, t)]);
+    } catch (err) {
+      if (err instanceof KizunaError && err.code === 'KZ_ERR_MALFORMED') throw err;
+      throw malformedOutput(name, err instanceof Error ? err.message : 'not a tensor');
+    }
+  }
+  // Object.fromEntries: an output named "__proto__" stays an output (see decodeInputs).
+  return { ...(msg as unknown as InferenceResult), ok: true, outputs: Object.fromEntries(outputs) };
+}
+
+function malformedOutput(name: string, why: string): KizunaError {
+  return new KizunaError('KZ_ERR_MALFORMED', `reply output ${JSON.stringify(name.slice(0, 64))} is not a valid tensor: ${why}`);
 }
 
 export interface EncodeOptions {

@@ -34,9 +34,22 @@ export const RequestOptions = {
   reply: Type.Optional(Type.Union([Type.Literal('json'), Type.Literal('binary')])),
 };
 
+/** Input names are any strings of up to this many characters (UTF-16 code units). */
+export const INPUT_NAME_MAX_LENGTH = 256;
+
+/**
+ * `inputs`: input name -> tensor. Not a Type.Record of the tensor schema: TypeBox compiles a Record
+ * to patternProperties "^(.*)$", which drops the key's maxLength and never checks the value of a
+ * key holding a line terminator ('.' does not match it). So this schema only says "an object", and
+ * decodeRequestObject/decodeFrameRequest check each name (checkInputName) and each tensor
+ * (checkJsonTensor/checkFrameTensor) themselves.
+ */
+const Inputs = (tensor: 'JsonTensorSchema' | 'FrameTensorSchema') =>
+  Type.Record(Type.String(), Type.Unknown(), { description: `input name (up to ${INPUT_NAME_MAX_LENGTH} characters) -> ${tensor}` });
+
 export const JsonRequestSchema = Type.Object(
   {
-    inputs: Type.Optional(Type.Record(Type.String({ maxLength: 256 }), JsonTensorSchema)),
+    inputs: Type.Optional(Inputs('JsonTensorSchema')),
     image: Type.Optional(Type.String()),
     images: Type.Optional(Type.Array(Type.String(), { minItems: 1 })),
     ...RequestOptions,
@@ -45,7 +58,7 @@ export const JsonRequestSchema = Type.Object(
 );
 
 export const FrameRequestSchema = Type.Object(
-  { inputs: Type.Record(Type.String({ maxLength: 256 }), FrameTensorSchema), ...RequestOptions },
+  { inputs: Inputs('FrameTensorSchema'), ...RequestOptions },
   { additionalProperties: false },
 );
 
@@ -65,12 +78,14 @@ export type Timings = Static<typeof TimingsSchema>;
 
 export const checkJsonRequest = TypeCompiler.Compile(JsonRequestSchema);
 export const checkFrameRequest = TypeCompiler.Compile(FrameRequestSchema);
+export const checkJsonTensor = TypeCompiler.Compile(JsonTensorSchema);
+export const checkFrameTensor = TypeCompiler.Compile(FrameTensorSchema);
 
-/** The first schema error as one readable line ("/inputs/x/dtype: Expected union value"), and its path. */
+/** The first schema error as one readable line ("/inputs/x/dtype: Expected union value"), its path and message. */
 export function firstError(
   check: { Errors(value: unknown): Iterable<{ path: string; message: string }> },
   value: unknown,
-): { path: string; text: string } {
-  for (const e of check.Errors(value)) return { path: e.path, text: `${e.path || '/'}: ${e.message}` };
-  return { path: '', text: 'invalid' };
+): { path: string; text: string; message: string } {
+  for (const e of check.Errors(value)) return { path: e.path, text: `${e.path || '/'}: ${e.message}`, message: e.message };
+  return { path: '', text: 'invalid', message: 'invalid' };
 }
