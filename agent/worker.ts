@@ -4,6 +4,7 @@
  * running is absorbed by the reply on its way). Bad input gets an error reply with its code and
  * never stops the worker.
  */
+import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { KizunaError, asKizunaError, type ErrorCode } from '../mesh/errors.js';
 import { decodeRequest, decodeRequestObject, encodeError, encodeResult, type DecodedRequest } from '../mesh/messages.js';
@@ -190,7 +191,10 @@ export class Worker extends EventEmitter {
    * together to the dispatcher, which checks them and streams them to the app in order.
    */
   private onShard(ref: ShardRef & { mesh: string }, payload: Buffer): void {
-    const key = `${ref.client}/${ref.job}/${ref.start}-${ref.end}`;
+    // The same shard sent again is absorbed; another job that reuses an id and a range (after the
+    // first finished) has other inputs, hence another key.
+    const digest = createHash('sha1').update(payload).digest('base64url').slice(0, 12);
+    const key = `${ref.client}/${ref.job}/${ref.start}-${ref.end}/${digest}`;
     const topic = topics.shardResult(this.options.mesh, ref);
     const cached = this.cache.get(key);
     if (cached || this.running.has(key)) {

@@ -48,6 +48,7 @@ export class EmbeddedBroker {
       log.warn(`${d.kind} refused (client ${d.clientId.slice(0, 64)}): ${d.why}`);
       onDenied?.(d);
     };
+    const shardResults = security ? topics.allShardResults(security.mesh).slice(0, -1) : '';
     const aedes = await Aedes.createBroker({
       authenticate: (client, username, password, callback) => {
         if (!security) return callback(null, true);
@@ -79,7 +80,12 @@ export class EmbeddedBroker {
           return callback(new Error('revocation list refused'));
         }
         const id = identities.get(client);
-        const verdict = id ? mayPublish(id, packet.topic, packet.retain, security.mesh) : { ok: false as const, why: 'no identity' };
+        let verdict = id ? mayPublish(id, packet.topic, packet.retain, security.mesh) : { ok: false as const, why: 'no identity' };
+        if (verdict.ok && id?.kind === 'board' && packet.topic.startsWith(shardResults)) {
+          // The dispatcher blames the board a shard result names: it must be the one that sent it.
+          const head = (Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload)).subarray(0, 300).toString('utf8');
+          if (!head.startsWith(`{"v":1,"agent":${JSON.stringify(id.node)},`)) verdict = { ok: false, why: `board ${id.node} sent shard results in another board's name` };
+        }
         if (verdict.ok) return callback(null);
         deny({ kind: 'publish', clientId: client.id, why: verdict.why });
         callback(new Error(verdict.why)); // aedes closes the connection

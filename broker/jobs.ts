@@ -198,7 +198,11 @@ export class Jobs {
       return this.fail(req, err instanceof KizunaError ? err : new KizunaError('KZ_ERR_MALFORMED', String(err)));
     }
     const existing = this.jobs.get(key);
-    if (existing && existing.total === job.items.length) {
+    if (existing && existing.total !== job.items.length) {
+      // Another job under a running job's id: its results could never be told apart. Refused.
+      return this.fail(req, new KizunaError('KZ_ERR_BAD_REQUEST', `job ${req.id} is running with ${existing.total} inputs; a different job needs a new id`));
+    }
+    if (existing) {
       // The app asks again (it reconnected, or heard nothing for a while). If it lost nothing, it
       // needs only to hear that the job runs; if it lost results, the job goes on from there.
       if (job.from >= existing.from + existing.ledger.emittedCount) return this.publish(existing, [], false);

@@ -12,6 +12,7 @@ import type { Denial } from '../../broker/embedded.js';
 import { createLogger } from '../../agent/log.js';
 import { signToken, verifyToken } from '../../mesh/tokens.js';
 import { topics } from '../../mesh/topics.js';
+import { encodeShardResult } from '../../mesh/jobs.js';
 
 const MESH = 'home';
 const meshKey = crypto.generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
@@ -54,10 +55,10 @@ function connect(password?: string, username = 'x'): Promise<MqttClient> {
 }
 
 /** Publishes (QoS 1) and tells whether the broker acknowledged it or closed the connection. */
-async function publishOutcome(c: MqttClient, topic: string, retain = false): Promise<'acked' | 'closed'> {
+async function publishOutcome(c: MqttClient, topic: string, retain = false, payload: string | Buffer = 'x'): Promise<'acked' | 'closed'> {
   return new Promise((resolve) => {
     c.once('close', () => resolve('closed'));
-    c.publish(topic, 'x', { qos: 1, retain }, (err) => resolve(err ? 'closed' : 'acked'));
+    c.publish(topic, payload, { qos: 1, retain }, (err) => resolve(err ? 'closed' : 'acked'));
   });
 }
 
@@ -126,7 +127,7 @@ test('a board: its own status, replies and shard results; its own tasks; nothing
     assert.equal(await publishOutcome(a, topics.nodeStatus(MESH, 'pi-a'), true), 'acked');
     assert.equal(await seen, 'x');
     assert.equal(await publishOutcome(a, topics.reply(MESH, 'cam', '1')), 'acked');
-    assert.equal(await publishOutcome(a, topics.shardResult(MESH, { client: 'cam', job: 'j', start: 0, end: 2 })), 'acked');
+    assert.equal(await publishOutcome(a, topics.shardResult(MESH, { client: 'cam', job: 'j', start: 0, end: 2 }), false, encodeShardResult('pi-a', [])), 'acked');
   } finally {
     a.end(true);
     watcher.end(true);
@@ -142,5 +143,10 @@ test('a board: its own status, replies and shard results; its own tasks; nothing
     assert.equal(await publishOutcome(c, topic, retain), 'closed', `board pi-a publishing ${topic}`);
     c.end(true);
   }
+  // Shard results in another board's name (the dispatcher would blame that board for garbage).
+  const c = await connect(token('board', 'pi-a'));
+  assert.equal(await publishOutcome(c, topics.shardResult(MESH, { client: 'cam', job: 'j', start: 0, end: 2 }), false, encodeShardResult('pi-b', [])), 'closed');
+  c.end(true);
   assert.ok(denials.some((d) => d.kind === 'publish' && /board pi-a may not publish/.test(d.why)));
+  assert.ok(denials.some((d) => /in another board's name/.test(d.why)));
 });
