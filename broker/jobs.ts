@@ -158,6 +158,9 @@ export class Jobs {
   private readonly finished = new Map<string, number>();
   private readonly distrusted = new Map<string, number>();
   private readonly sizing: SizeOptions;
+  /** When each app last got a shard (a counter), for turns between apps; forgotten with their jobs. */
+  private readonly servedAt = new Map<string, number>();
+  private serveCount = 0;
   /** When each agent last returned a shard: its next shard started then at the latest. */
   private readonly lastResultAt = new Map<string, number>();
 
@@ -355,27 +358,56 @@ export class Jobs {
         const board = pickBoard(list, flight.copies.map((c) => c.node));
         if (board) this.place(job, flight, board, now, 'hedged');
       }
-      const rate = list.reduce((sum, b) => sum + b.rate, 0);
-      const excluded: string[] = [];
-      for (let guard = 0; !job.pending.isEmpty && guard < 100_000; guard++) {
-        const board = pickBoard(list, excluded);
-        if (!board) break;
-        // Shards shrink as the work left for this model (in every job) runs out, not each job's.
-        const size = shardSize(board.ms, rate > 0 ? board.rate / rate : 1, this.pendingOf(job.req.model), this.sizing);
-        const range = this.cut(job, board.status.node, size, list);
-        if (!range) {
-          excluded.push(board.status.node); // it refused the next input: another board takes it
-          continue;
+    }
+    // New shards, one per app in turn (each app's oldest job first), so a second app's job does
+    // not wait until a big job of the first one is all handed out.
+    const excluded = new Map<JobState, string[]>();
+    for (let round = 0; round < 100_000; round++) {
+      let placed = false;
+      for (const job of this.nextJobPerClient()) {
+        const list = boardsOf(job.req.model);
+        const skip = excluded.get(job) ?? [];
+        excluded.set(job, skip);
+        for (let guard = 0; guard < list.length + 1; guard++) {
+          const board = pickBoard(list, skip);
+          if (!board) break;
+          const rate = list.reduce((sum, b) => sum + b.rate, 0);
+          // Shards shrink as the work left for this model (in every job) runs out, not each job's
+          // (a batch sends its next job before the current one ends).
+          const size = shardSize(board.ms, rate > 0 ? board.rate / rate : 1, this.pendingOf(job.req.model), this.sizing);
+          const range = this.cut(job, board.status.node, size, list);
+          if (!range) {
+            if (job.pending.isEmpty) break;
+            skip.push(board.status.node); // it refused the next input: another board takes it
+            continue;
+          }
+          const flight = { ...range, copies: [], done: false };
+          job.flights.set(`${range.start}-${range.end}`, flight);
+          for (let i = range.start; i < range.end; i++) job.running[i]! += 1;
+          this.place(job, flight, board, now);
+          this.servedAt.set(job.req.client, ++this.serveCount);
+          placed = true;
+          break;
         }
-        const key = `${range.start}-${range.end}`;
-        const flight = { ...range, copies: [], done: false };
-        job.flights.set(key, flight);
-        for (let i = range.start; i < range.end; i++) job.running[i]! += 1;
-        this.place(job, flight, board, now);
       }
+      if (!placed) break;
     }
     if ([...this.jobs.values()].some((j) => !j.pending.isEmpty)) return;
     for (const job of this.jobs.values()) this.hedgeStragglers(job, boardsOf(job.req.model), ends, now);
+  }
+
+  /**
+   * For each app with pending work, its oldest job that has some; the app served least recently
+   * first (most pumps free one slot: without the turn, the first app would always take it).
+   */
+  private nextJobPerClient(): JobState[] {
+    const first = new Map<string, JobState>();
+    for (const job of this.jobs.values()) if (!job.pending.isEmpty && !first.has(job.req.client)) first.set(job.req.client, job);
+    const turn = (client: string) => {
+      const at = this.servedAt.get(client);
+      return at === undefined ? -1 : at;
+    };
+    return [...first.values()].sort((a, b) => turn(a.req.client) - turn(b.req.client));
   }
 
   /** Idle measured boards copy the stragglers they would finish sooner. */
@@ -604,6 +636,7 @@ export class Jobs {
   private complete(job: JobState): void {
     if (job.total === job.from) this.publish(job, [], true);
     this.jobs.delete(job.key);
+    if (![...this.jobs.values()].some((j) => j.req.client === job.req.client)) this.servedAt.delete(job.req.client);
     this.finished.set(job.key, job.total);
     while (this.finished.size > 1000) this.finished.delete(this.finished.keys().next().value!);
   }

@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { prng } from '../helpers/prng.js';
-import { Sim, goodResult, itemOf, type AgentSpec, type Received } from '../helpers/jobs-sim.js';
+import { Sim, SimApp, goodResult, itemOf, type AgentSpec, type Received } from '../helpers/jobs-sim.js';
 import type { ItemResult, JobResultItem } from '../../mesh/jobs.js';
 
 const SEED = 0x6a6f6273; // 'jobs'
@@ -398,4 +398,22 @@ test('no shard is over the byte budget (maxShardBytes)', async () => {
   const { sim, maxShardBytes } = await budgeted();
   const over = sim.bus.shards.filter((s) => s.payload.length > maxShardBytes).map((s) => `${s.ref.start}-${s.ref.end}: ${s.payload.length} bytes`);
   assert.deepEqual(over, []);
+});
+
+test('two apps: a small job sent right after a big one of another app is not queued behind it', async () => {
+  const sim = await warmed(SIX);
+  const other = new SimApp(sim, 'app2');
+  await other.start();
+  const t0 = sim.clock.now;
+  sim.app.send('big', items(3000));
+  other.send('small', items(60));
+  sim.run(() => other.completedAt('small') !== undefined && sim.app.completedAt('big') !== undefined);
+  assertExactlyOnce(sim.app.of('big'), 3000);
+  assertExactlyOnce(other.of('small'), 60);
+  const small = other.completedAt('small')! - t0;
+  const big = sim.app.completedAt('big')! - t0;
+  // Served in turn, the small job is not held until the big one is handed out (it was: it ended
+  // after it). It still waits behind the shard already queued on the board it gets (2 slots each).
+  assert.ok(small < 0.5 * big, `small job done at ${small} ms, big at ${big} ms`);
+  assert.deepEqual(sim.violations, []);
 });
