@@ -23,8 +23,9 @@ export class Roster extends EventEmitter {
   set(status: NodeStatus): boolean {
     const current = this.nodes.get(status.node);
     if (!supersedes(current, status)) return false;
+    const changed = !current || !sameJson(current, status);
     this.nodes.set(status.node, status);
-    if (JSON.stringify(current) !== JSON.stringify(status)) this.emit('change', status.node, status);
+    if (changed) this.emit('change', status.node, status);
     return true;
   }
 
@@ -49,5 +50,14 @@ export class Roster extends EventEmitter {
   /** Online nodes that serve `model` and take new work (`draining` ones included on request). */
   serving(model: string, includeDraining = false): NodeStatus[] {
     return this.online().filter((s) => (includeDraining || !s.draining) && s.models?.some((m) => m.name === model));
+  }
+}
+
+/** Whether two statuses serialise the same; one that cannot be serialised (never from parseNodeStatus) counts as changed. */
+function sameJson(a: NodeStatus, b: NodeStatus): boolean {
+  try {
+    return JSON.stringify(a) === JSON.stringify(b);
+  } catch {
+    return false;
   }
 }

@@ -5,51 +5,82 @@
  * `instance` and `seq` tell a stale will from a live node (a will from an older connection never
  * marks a newer connection offline).
  */
-export interface ModelSummary {
-  name: string;
-  version: string;
-  sha256: string;
-  inputs: { name: string; dtype: string; shape: (number | string)[] }[];
+import { Type, type Static } from '@sinclair/typebox';
+import { TypeCompiler } from '@sinclair/typebox/compiler';
+import { nestedDeeperThan } from './schemas.js';
+
+const Count = Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER });
+const SafeInteger = Type.Integer({ minimum: Number.MIN_SAFE_INTEGER, maximum: Number.MAX_SAFE_INTEGER });
+
+/** A model input or output: its name, dtype and shape (a string dimension such as "N" is free). */
+const TensorSpecSchema = Type.Object({
+  name: Type.String({ maxLength: 256 }),
+  // Any dtype name, not only ours: a newer board may serve a dtype this one does not know.
+  dtype: Type.String({ maxLength: 32 }),
+  shape: Type.Array(Type.Union([Count, Type.String({ maxLength: 32 })]), { maxItems: 8 }),
+});
+
+export const ModelSummarySchema = Type.Object({
+  name: Type.String({ maxLength: 128 }),
+  version: Type.String({ maxLength: 32 }),
+  sha256: Type.String({ maxLength: 128 }),
+  inputs: Type.Array(TensorSpecSchema, { maxItems: 32 }),
   /** What its results must look like: the dispatcher checks a job's results against these. */
-  outputs?: { name: string; dtype: string; shape: (number | string)[] }[];
-  image?: { width: number; height: number; channels: string };
-}
+  outputs: Type.Optional(Type.Array(TensorSpecSchema, { maxItems: 32 })),
+  image: Type.Optional(Type.Object({ width: Count, height: Count, channels: Type.String({ maxLength: 16 }) })),
+});
 
-export interface NodeStatus {
-  v: 1;
-  node: string;
-  instance: string;
+/**
+ * Every field the roster, the dispatcher and the election read is typed and bounded. Fields this
+ * version does not know are let through (a newer board may add some), but no status nests deeper
+ * than STATUS_MAX_DEPTH (parseNodeStatus).
+ */
+export const NodeStatusSchema = Type.Object({
+  v: Type.Literal(1),
+  node: Type.String({ maxLength: 128 }),
+  instance: Type.String({ maxLength: 256 }),
   /** When this instance started (the node's own clock: it only orders its own instances). */
-  started: number;
+  started: SafeInteger,
   /** Counts this instance's connections; its will carries the same number. */
-  seq: number;
-  online: boolean;
+  seq: SafeInteger,
+  online: Type.Boolean(),
   /** Finishing its accepted work before it stops: it gets no new tasks. */
-  draining?: boolean;
-  role?: 'joining' | 'agent' | 'standby' | 'broker';
-  term?: number;
-  port?: number;
-  addresses?: string[];
-  eligible?: boolean;
-  ramMiB?: number;
-  cores?: number;
-  throttled?: boolean;
+  draining: Type.Optional(Type.Boolean()),
+  role: Type.Optional(Type.Union([Type.Literal('joining'), Type.Literal('agent'), Type.Literal('standby'), Type.Literal('broker')])),
+  term: Type.Optional(Count),
+  port: Type.Optional(Type.Integer({ minimum: 0, maximum: 65535 })),
+  addresses: Type.Optional(Type.Array(Type.String({ maxLength: 256 }), { maxItems: 64 })),
+  eligible: Type.Optional(Type.Boolean()),
+  ramMiB: Type.Optional(Count),
+  cores: Type.Optional(Count),
+  throttled: Type.Optional(Type.Boolean()),
   /** How many requests the dispatcher may give it at once (its credits). */
-  slots?: number;
-  models?: ModelSummary[];
-}
+  slots: Type.Optional(Count),
+  models: Type.Optional(Type.Array(ModelSummarySchema, { maxItems: 1024 })),
+});
 
-/** A node status from a payload, or undefined if it is not one (an empty payload clears the topic). */
+export type ModelSummary = Static<typeof ModelSummarySchema>;
+export type NodeStatus = Static<typeof NodeStatusSchema>;
+
+const checkStatus = TypeCompiler.Compile(NodeStatusSchema);
+/** A valid status nests 6 levels (status/models/i/inputs/j/shape); room for fields of newer versions. */
+const STATUS_MAX_DEPTH = 16;
+
+/**
+ * A node status from a payload, or undefined if it is not one (an empty payload clears the topic).
+ * Anyone on the mesh may publish a retained status, so it is checked whole: an odd field, or
+ * nesting deep enough to overflow a recursive walk (JSON.stringify), and it is refused.
+ */
 export function parseNodeStatus(payload: Buffer): NodeStatus | undefined {
   if (payload.length === 0 || payload.length > 1 << 20) return undefined;
+  let s: unknown;
   try {
-    const s = JSON.parse(payload.toString('utf8')) as Partial<NodeStatus>;
-    if (s.v !== 1 || typeof s.node !== 'string' || typeof s.instance !== 'string' || typeof s.online !== 'boolean' || !Number.isSafeInteger(s.seq) || !Number.isSafeInteger(s.started)) return undefined;
-    if (s.models !== undefined && !Array.isArray(s.models)) return undefined;
-    return s as NodeStatus;
+    s = JSON.parse(payload.toString('utf8'));
   } catch {
     return undefined;
   }
+  if (!checkStatus.Check(s) || nestedDeeperThan(s, STATUS_MAX_DEPTH)) return undefined;
+  return s;
 }
 
 /**
