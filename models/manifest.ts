@@ -2,7 +2,10 @@
  * The model manifest: one JSON file beside each .onnx file (`digits.onnx` + `digits.json`).
  * This schema is the single source of truth; the TypeScript types are derived from it.
  */
+import path from 'node:path';
 import { Type, type Static } from '@sinclair/typebox';
+import { TypeCompiler } from '@sinclair/typebox/compiler';
+import { KizunaError } from '../mesh/errors.js';
 import { DTYPES, type DType } from '../mesh/tensor.js';
 
 const Name = Type.String({ pattern: '^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$' });
@@ -56,7 +59,7 @@ export const ManifestSchema = Type.Object(
   {
     name: Name,
     version: Type.String({ pattern: '^[0-9A-Za-z.+-]{1,32}$' }),
-    /** The .onnx file, relative to the manifest's folder (or an absolute path for models kept elsewhere). */
+    /** The .onnx file, inside the manifest's folder: a relative path, no "..", no symlink out (see unsafePath). */
     file: Type.String({ minLength: 1, maxLength: 4096 }),
     sha256: Type.String({ pattern: '^[0-9a-f]{64}$' }),
     description: Type.Optional(Type.String({ maxLength: 1000 })),
@@ -67,7 +70,7 @@ export const ManifestSchema = Type.Object(
     postprocess: Type.Optional(Type.Union([ClassifyPostprocessSchema, NonePostprocessSchema])),
     /** Class labels, by output index. */
     labels: Type.Optional(Type.Array(Type.String({ maxLength: 200 }), { maxItems: 100000 })),
-    /** Or a text file of labels, one per line ("name" or "index,name"), relative like `file`. */
+    /** Or a text file of labels, one per line ("name" or "index,name"), inside the folder like `file`. */
     labelsFile: Type.Optional(Type.String({ minLength: 1, maxLength: 4096 })),
   },
   { additionalProperties: false },
@@ -77,3 +80,28 @@ export type TensorSpec = Static<typeof TensorSpecSchema>;
 export type ImagePreprocess = Static<typeof ImagePreprocessSchema>;
 export type ClassifyPostprocess = Static<typeof ClassifyPostprocessSchema>;
 export type Manifest = Static<typeof ManifestSchema>;
+
+const checkManifest = TypeCompiler.Compile(ManifestSchema);
+
+/** The value as a Manifest, or KZ_ERR_MANIFEST naming `where` and the first schema error. */
+export function parseManifest(value: unknown, where: string): Manifest {
+  if (checkManifest.Check(value)) return value;
+  const first = [...checkManifest.Errors(value)][0];
+  throw new KizunaError('KZ_ERR_MANIFEST', `${where}: ${first?.path || '/'} ${first?.message ?? 'invalid'}`);
+}
+
+/** Every path a manifest names (each must stay inside the manifest's folder). */
+export function manifestPaths(manifest: Manifest): { what: string; name: string }[] {
+  return [{ what: 'model file', name: manifest.file }, ...(manifest.labelsFile ? [{ what: 'labels file', name: manifest.labelsFile }] : [])];
+}
+
+/**
+ * Why a path a manifest names could leave its folder by its text alone (absolute, a ".."
+ * segment, a NUL), or undefined. Symlinks are the store's to check, on the disk.
+ */
+export function unsafePath(name: string): string | undefined {
+  if (name.includes('\0')) return 'contains a NUL character';
+  if (path.posix.isAbsolute(name) || path.win32.isAbsolute(name)) return 'is an absolute path';
+  if (name.split(/[\\/]/).includes('..')) return 'climbs out with ".."';
+  return undefined;
+}

@@ -1,23 +1,40 @@
 /**
  * ModelStore: the models of one agent, read from model folders. A model is a manifest (`*.json`)
  * naming an .onnx file and its sha256; a file whose bytes do not match is refused, never served.
+ * Every path a manifest names stays inside its folder (no absolute path, no "..", no symlink
+ * out). With a trust policy (a mesh with credentials), a model that did not ship with the
+ * package loads only when the mesh key signed its manifest (models/signature.ts).
  */
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { createHash } from 'node:crypto';
-import { TypeCompiler } from '@sinclair/typebox/compiler';
+import { createHash, type KeyObject } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
 import { KizunaError, asKizunaError } from '../mesh/errors.js';
-import { ManifestSchema, type Manifest } from './manifest.js';
+import { manifestPaths, parseManifest, unsafePath, type Manifest } from './manifest.js';
 import type { Engine, ModelSession, SessionOptions } from './engine.js';
 import { parseLabels } from './labels.js';
+import { signaturePath, verifyManifest } from './signature.js';
 
-const checkManifest = TypeCompiler.Compile(ManifestSchema);
+/** The models shipped with the package: part of the installed software, checked by sha256 only. */
+export const PACKAGE_BUILTIN_DIR = fileURLToPath(new URL('../../models/builtin/', import.meta.url));
+
+/** Which models a store accepts; without one (an open mesh) every well-formed model loads. */
+export interface TrustPolicy {
+  /** The mesh's public key: every model outside `builtinDir` needs its signature. */
+  publicKey: KeyObject;
+  /** The folder of the package's own models (default PACKAGE_BUILTIN_DIR). */
+  builtinDir?: string;
+}
+
+/** Why a model was let in: shipped with the package, signed by the mesh, or no policy asked. */
+export type ModelTrust = 'builtin' | 'signed' | 'unchecked';
 
 export interface LoadedModel {
   manifest: Manifest;
   labels?: readonly string[];
   session: ModelSession;
   bytes: number;
+  trust?: ModelTrust;
 }
 
 export interface StoreProblem {
@@ -30,24 +47,78 @@ export function sha256(bytes: Uint8Array): string {
   return createHash('sha256').update(bytes).digest('hex');
 }
 
-/** Reads and checks one manifest and its model file; throws KZ_ERR_MANIFEST or KZ_ERR_MODEL_INTEGRITY. */
-export async function readModel(manifestPath: string): Promise<{ manifest: Manifest; onnx: Buffer; labels?: string[] }> {
+const MAX_SIGNATURE_BYTES = 4096;
+
+function assertSafe(manifestPath: string, what: string, name: string): void {
+  const why = unsafePath(name);
+  if (why) throw new KizunaError('KZ_ERR_MANIFEST', `${manifestPath}: ${what} ${JSON.stringify(name)} ${why}; it must name a file inside ${path.dirname(manifestPath)}`);
+}
+
+/**
+ * The real path of a file a manifest names, checked to be a regular file inside the manifest's
+ * folder (its text first, then on the disk with realpath, so a symlink out is caught); else
+ * KZ_ERR_MANIFEST.
+ */
+async function resolveInside(manifestPath: string, what: string, name: string): Promise<{ file: string; real: string; size: number }> {
+  const dir = path.dirname(manifestPath);
+  assertSafe(manifestPath, what, name);
+  const file = path.resolve(dir, name);
+  let real: string;
+  let realDir: string;
+  try {
+    [realDir, real] = await Promise.all([fs.realpath(dir), fs.realpath(file)]);
+  } catch (err) {
+    throw new KizunaError('KZ_ERR_MANIFEST', `${manifestPath}: ${what} ${file}: ${(err as Error).message}`, { cause: err });
+  }
+  const rel = path.relative(realDir, real);
+  if (!rel || rel === '..' || rel.startsWith(`..${path.sep}`) || path.isAbsolute(rel)) {
+    throw new KizunaError('KZ_ERR_MANIFEST', `${manifestPath}: ${what} ${file} leads to ${real}, outside the model folder ${realDir}; copy the file into the folder instead of linking it`);
+  }
+  const stat = await fs.stat(real);
+  if (!stat.isFile()) throw new KizunaError('KZ_ERR_MANIFEST', `${manifestPath}: ${what} ${file} is not a regular file`);
+  return { file, real, size: stat.size };
+}
+
+const realOrSelf = (p: string) => fs.realpath(p).catch(() => path.resolve(p));
+
+/** 'builtin' for a manifest in the package's own folder, 'signed' when the mesh key signed it; else KZ_ERR_MODEL_INTEGRITY. */
+async function checkTrust(manifestPath: string, parsed: unknown, trust: TrustPolicy): Promise<ModelTrust> {
+  const [dir, builtin] = await Promise.all([realOrSelf(path.dirname(manifestPath)), realOrSelf(trust.builtinDir ?? PACKAGE_BUILTIN_DIR)]);
+  if (dir === builtin) return 'builtin';
+  const sigPath = signaturePath(manifestPath);
+  const refuse = (why: string) =>
+    new KizunaError('KZ_ERR_MODEL_INTEGRITY', `${manifestPath}: not signed by this mesh (${why}); refusing to load it. Sign it with kizuna models sign on the board that holds the mesh key`);
+  if (!(await fs.lstat(sigPath).then(() => true, () => false))) throw refuse(`no signature ${sigPath}`);
+  const sig = await resolveInside(manifestPath, 'signature', path.basename(sigPath));
+  if (sig.size > MAX_SIGNATURE_BYTES) throw refuse(`${sigPath} is ${sig.size} bytes, not a signature`);
+  if (!verifyManifest(parsed as object, await fs.readFile(sig.real, 'utf8'), trust.publicKey)) {
+    throw refuse(`${sigPath} is not the mesh key's signature of this manifest: the manifest changed since it was signed, or another key signed it`);
+  }
+  return 'signed';
+}
+
+/**
+ * Reads and checks one manifest and its model file; throws KZ_ERR_MANIFEST (invalid, or a path
+ * out of its folder) or KZ_ERR_MODEL_INTEGRITY (not signed under a trust policy, or the bytes
+ * do not match the sha256).
+ */
+export async function readModel(
+  manifestPath: string, trust?: TrustPolicy,
+): Promise<{ manifest: Manifest; onnx: Buffer; labels?: string[]; trust: ModelTrust }> {
   let parsed: unknown;
   try {
     parsed = JSON.parse(await fs.readFile(manifestPath, 'utf8'));
   } catch (err) {
     throw new KizunaError('KZ_ERR_MANIFEST', `${manifestPath}: ${(err as Error).message}`);
   }
-  if (!checkManifest.Check(parsed)) {
-    const first = [...checkManifest.Errors(parsed)][0];
-    throw new KizunaError('KZ_ERR_MANIFEST', `${manifestPath}: ${first?.path || '/'} ${first?.message ?? 'invalid'}`);
-  }
-  const manifest = parsed;
-  const dir = path.dirname(manifestPath);
-  const file = path.resolve(dir, manifest.file);
+  const manifest = parseManifest(parsed, manifestPath);
+  // Its paths by their text first: a manifest that names a file out of its folder is refused, signed or not.
+  for (const { what, name } of manifestPaths(manifest)) assertSafe(manifestPath, what, name);
+  const trusted = trust ? await checkTrust(manifestPath, parsed, trust) : 'unchecked';
+  const { file, real } = await resolveInside(manifestPath, 'model file', manifest.file);
   let onnx: Buffer;
   try {
-    onnx = await fs.readFile(file);
+    onnx = await fs.readFile(real);
   } catch (err) {
     throw new KizunaError('KZ_ERR_MANIFEST', `${manifestPath}: model file ${file}: ${(err as Error).message}`);
   }
@@ -57,13 +128,13 @@ export async function readModel(manifestPath: string): Promise<{ manifest: Manif
   }
   let labels = manifest.labels;
   if (!labels && manifest.labelsFile) {
-    const labelsPath = path.resolve(dir, manifest.labelsFile);
-    const text = await fs.readFile(labelsPath, 'utf8').catch((err: Error) => {
+    const { file: labelsPath, real: labelsReal } = await resolveInside(manifestPath, 'labels file', manifest.labelsFile);
+    const text = await fs.readFile(labelsReal, 'utf8').catch((err: Error) => {
       throw new KizunaError('KZ_ERR_MANIFEST', `${manifestPath}: labels file ${labelsPath}: ${err.message}`);
     });
     labels = parseLabels(text);
   }
-  return { manifest, onnx, ...(labels ? { labels } : {}) };
+  return { manifest, onnx, trust: trusted, ...(labels ? { labels } : {}) };
 }
 
 export class ModelStore {
@@ -73,6 +144,8 @@ export class ModelStore {
   constructor(
     private readonly engine: Engine,
     private readonly options: SessionOptions = {},
+    /** Absent: an open mesh, every well-formed model loads. */
+    private readonly trust?: TrustPolicy,
   ) {}
 
   /** Loads every manifest in the folders; a bad one is recorded in `problems` and skipped. */
@@ -98,7 +171,7 @@ export class ModelStore {
   }
 
   async load(manifestPath: string): Promise<LoadedModel> {
-    const { manifest, onnx, labels } = await readModel(manifestPath);
+    const { manifest, onnx, labels, trust } = await readModel(manifestPath, this.trust);
     if (this.models.has(manifest.name)) {
       throw new KizunaError('KZ_ERR_MANIFEST', `${manifestPath}: a model named ${manifest.name} is already loaded`);
     }
@@ -118,7 +191,7 @@ export class ModelStore {
       await session.release();
       throw new KizunaError('KZ_ERR_MANIFEST', `${manifestPath}: the model has no ${missing.join(', ')}`);
     }
-    const model: LoadedModel = { manifest, session, bytes: onnx.length, ...(labels ? { labels } : {}) };
+    const model: LoadedModel = { manifest, session, bytes: onnx.length, trust, ...(labels ? { labels } : {}) };
     this.models.set(manifest.name, model);
     return model;
   }
