@@ -105,8 +105,9 @@ export class Agent {
   /** The URL apps can use: this agent's mesh port (any agent's works), or the external broker. */
   get brokerUrl(): string {
     if (this.config.broker) return this.config.broker;
+    const scheme = this.security?.creds.tls ? 'mqtts' : 'mqtt';
     const host = this.config.host === '0.0.0.0' || this.config.host === '::' ? '127.0.0.1' : this.config.host;
-    return `mqtt://${host.includes(':') ? `[${host}]` : host}:${this.meshListener?.port ?? this.config.port}`;
+    return `${scheme}://${host.includes(':') ? `[${host}]` : host}:${this.meshListener?.port ?? this.config.port}`;
   }
 
   /** The mesh port's listener (its 'refused' events: connections cut off by the limits). */
@@ -160,7 +161,7 @@ export class Agent {
       await this.dispatchDuty();
     } else {
       await this.joinMesh();
-      await this.connect(`mqtt://127.0.0.1:${this.meshListener!.port}`);
+      await this.connect(`${this.security?.creds.tls ? 'mqtts' : 'mqtt'}://127.0.0.1:${this.meshListener!.port}`);
     }
     log.info(`agent ${this.node} serving mesh "${config.mesh}" on ${this.brokerUrl} as ${this.mesh.role}`);
   }
@@ -173,6 +174,7 @@ export class Agent {
       log: log.child('listener'),
       onHello: (s) => answerHello(s, { ...this.advert(), view: this.view() }),
       guard: { maxPacketBytes: config.maxPacketBytes, publishPerSecond: config.publishPerSecond, publishBurst: config.publishBurst },
+      ...(this.security?.creds.tls ? { tls: this.security.creds.tls } : {}),
     });
     // The broker we pipe to is unreachable: the election driver checks it (and elects if it is gone).
     this.meshListener.on('upstream-failed', () => this.coordinator?.brokerConnectionLost());
@@ -293,6 +295,7 @@ export class Agent {
       url,
       clientId: agentClientId(this.node),
       ...(this.security ? this.security.login : {}),
+      ...(this.security?.creds.tls ? { tls: { ca: this.security.creds.tls.ca, mesh: config.mesh } } : {}),
       keepaliveSeconds: config.keepaliveSeconds,
       connectTimeoutMs: Math.max(2000, config.formationMs * 2),
       // Each connection has its own number; a will from an older one never marks this one dead.

@@ -3,18 +3,23 @@
  *
  *   mesh.pub        the mesh's public key (verifies every token and the revocation list)
  *   authority.key   the mesh's private key: only on the board where `kizuna init` ran (0600)
+ *   ca.pem          the mesh CA certificate (the same key): apps and boards check the broker with it
  *   board.token     this board's own token (0600)
+ *   board.pem, board.key   this board's TLS certificate (signed by the CA) and key (0600)
  *   revoked.json    the latest signed revocation list this board has seen
  *
- * The join token carries what a new board needs: the mesh name, its public key and the board's
- * own token (so also its node id):   kzj1.<base64url(JSON {mesh, pub, token})>
+ * The join token carries what a new board needs: the mesh name, its public key, the CA
+ * certificate, the board's own token (so also its node id), certificate and key:
+ *   kzj1.<base64url(JSON {mesh, pub, token, ca, cert, key})>
+ * It is a secret, like a password: whoever holds it is that board.
  */
-import crypto, { type KeyObject } from 'node:crypto';
+import crypto, { X509Certificate, type KeyObject } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { KizunaError } from '../mesh/errors.js';
 import { signToken, verifyToken, type TokenClaims, type TokenKind } from '../mesh/tokens.js';
 import { assertSegment } from '../mesh/topics.js';
+import { createCA, generateKeyPair, issueCert } from '../mesh/x509.js';
 
 export interface MeshCredentials {
   mesh: string;
@@ -25,6 +30,8 @@ export interface MeshCredentials {
   /** This board's token and what it says (its node id). */
   boardToken?: string;
   board?: TokenClaims;
+  /** TLS: the CA certificate, and this board's certificate and key (PEM). */
+  tls?: { ca: string; cert: string; key: string };
   revoked: RevocationList;
 }
 
@@ -61,11 +68,13 @@ export function loadCredentials(dataDir: string, mesh: string): MeshCredentials 
   const boardToken = readIf(path.join(dir, 'board.token'))?.trim();
   const revoked = parseRevocations(readIf(path.join(dir, 'revoked.json')), publicKey, mesh) ?? { v: 1 as const, mesh, seq: 0, entries: [] };
   const board = boardToken ? verifyToken(boardToken, publicKey, { mesh }) : undefined;
+  const [ca, cert, key] = ['ca.pem', 'board.pem', 'board.key'].map((f) => readIf(path.join(dir, f)));
   if (board && board.kind !== 'board') throw new KizunaError('KZ_ERR_CONFIG', `${dir}/board.token is an ${board.kind} token, not a board's`);
   return {
     mesh, dir, publicKey, revoked,
     ...(authority ? { authorityKey: crypto.createPrivateKey(authority) } : {}),
     ...(boardToken && board ? { boardToken, board } : {}),
+    ...(ca && cert && key ? { tls: { ca, cert, key } } : {}),
   };
 }
 
@@ -85,7 +94,20 @@ export function initMesh(dataDir: string, mesh: string, node: string): MeshCrede
   write(path.join(dir, 'authority.key'), privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(), SECRET_MODE);
   write(path.join(dir, 'mesh.pub'), publicKey.export({ type: 'spki', format: 'pem' }).toString(), 0o644);
   write(path.join(dir, 'board.token'), signToken({ mesh, kind: 'board', sub: node }, privateKey) + '\n', SECRET_MODE);
+  // The mesh key is also the CA key: one secret to keep, on one board.
+  const ca = createCA({ mesh, key: privateKey });
+  write(path.join(dir, 'ca.pem'), ca.cert, 0o644);
+  const mine = boardCertificate(mesh, privateKey, ca.cert, node);
+  write(path.join(dir, 'board.pem'), mine.cert, 0o644);
+  write(path.join(dir, 'board.key'), mine.key, SECRET_MODE);
   return loadCredentials(dataDir, mesh)!;
+}
+
+/** A key pair and a CA-signed certificate for board `node` (PEM). */
+function boardCertificate(mesh: string, caKey: KeyObject, caCert: string, node: string): { cert: string; key: string } {
+  const { privateKey, publicKey } = generateKeyPair();
+  const issued = issueCert({ ca: { key: caKey, cert: caCert }, publicKey, mesh, subject: node, kind: 'board' });
+  return { cert: issued.cert, key: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString() };
 }
 
 /** A token for a new board or app; only the board that created the mesh can make one. */
@@ -94,26 +116,39 @@ export function issueToken(creds: MeshCredentials, kind: TokenKind, sub: string)
   return signToken({ mesh: creds.mesh, kind, sub }, creds.authorityKey);
 }
 
-export function joinToken(creds: MeshCredentials, boardToken: string): string {
+/** A join token for board `node`: its token, and a TLS certificate and key made for it here. */
+export function joinToken(creds: MeshCredentials, node: string): string {
+  if (!creds.authorityKey || !creds.tls) throw new KizunaError('KZ_ERR_CONFIG', `only the board that created mesh ${creds.mesh} can make join tokens`);
+  const token = issueToken(creds, 'board', node);
+  const { cert, key } = boardCertificate(creds.mesh, creds.authorityKey, creds.tls.ca, node);
   const pub = creds.publicKey.export({ type: 'spki', format: 'der' }).toString('base64');
-  return `kzj1.${Buffer.from(JSON.stringify({ mesh: creds.mesh, pub, token: boardToken })).toString('base64url')}`;
+  return `kzj1.${Buffer.from(JSON.stringify({ mesh: creds.mesh, pub, token, ca: creds.tls.ca, cert, key })).toString('base64url')}`;
 }
 
 /** Stores what a join token carries; returns the credentials and the node id the token gives this board. */
 export function joinMesh(dataDir: string, token: string): MeshCredentials & { node: string } {
   const bad = (why: string) => new KizunaError('KZ_ERR_UNAUTHORIZED', `not a usable join token: ${why}`);
   if (!token.startsWith('kzj1.')) throw bad('it does not start with kzj1.');
-  let j: { mesh?: unknown; pub?: unknown; token?: unknown };
+  let j: { mesh?: unknown; pub?: unknown; token?: unknown; ca?: unknown; cert?: unknown; key?: unknown };
   try {
     j = JSON.parse(Buffer.from(token.slice(5), 'base64url').toString('utf8'));
   } catch {
     throw bad('it is damaged');
   }
-  if (typeof j.mesh !== 'string' || typeof j.pub !== 'string' || typeof j.token !== 'string') throw bad('it lacks the mesh, key or board token');
+  if (typeof j.mesh !== 'string' || typeof j.pub !== 'string' || typeof j.token !== 'string' || typeof j.ca !== 'string' || typeof j.cert !== 'string' || typeof j.key !== 'string') {
+    throw bad('it lacks the mesh, its key, the board token or the certificates');
+  }
   assertSegment('mesh', j.mesh);
   const publicKey = crypto.createPublicKey({ key: Buffer.from(j.pub, 'base64'), format: 'der', type: 'spki' });
   const claims = verifyToken(j.token, publicKey, { mesh: j.mesh });
   if (claims.kind !== 'board') throw bad(`it holds an ${claims.kind} token`);
+  try {
+    const ca = new X509Certificate(j.ca);
+    if (!ca.publicKey.equals(publicKey) || !new X509Certificate(j.cert).verify(publicKey)) throw new Error('mismatch');
+    crypto.createPrivateKey(j.key);
+  } catch {
+    throw bad('its certificates are not those of this mesh');
+  }
   const dir = credentialsDir(dataDir, j.mesh);
   const existing = readIf(path.join(dir, 'mesh.pub'));
   if (existing && !crypto.createPublicKey(existing).equals(publicKey)) {
@@ -123,6 +158,9 @@ export function joinMesh(dataDir: string, token: string): MeshCredentials & { no
   fs.chmodSync(dir, DIR_MODE);
   write(path.join(dir, 'mesh.pub'), publicKey.export({ type: 'spki', format: 'pem' }).toString(), 0o644);
   write(path.join(dir, 'board.token'), j.token + '\n', SECRET_MODE);
+  write(path.join(dir, 'ca.pem'), j.ca, 0o644);
+  write(path.join(dir, 'board.pem'), j.cert, 0o644);
+  write(path.join(dir, 'board.key'), j.key, SECRET_MODE);
   return { ...loadCredentials(dataDir, j.mesh)!, node: claims.sub };
 }
 

@@ -10,6 +10,8 @@
  * Sockets get TCP_NODELAY: without it every round trip costs 40-80 ms (FIELD-NOTES: the Nagle trap).
  */
 import net from 'node:net';
+import tls from 'node:tls';
+import { Duplex } from 'node:stream';
 import { EventEmitter, once } from 'node:events';
 import type { Logger } from '../agent/log.js';
 import { KizunaError } from '../mesh/errors.js';
@@ -17,6 +19,7 @@ import type { EmbeddedBroker } from './embedded.js';
 import { GuardedConnection, type GuardLimits, type Violation } from './packet-guard.js';
 
 const PIPED = 0x50; // 'P'
+const TLS_HANDSHAKE = 0x16; // the first byte of a TLS ClientHello
 
 export type Route = { kind: 'broker'; broker: EmbeddedBroker } | { kind: 'proxy'; host: string; port: number } | { kind: 'hold' };
 
@@ -32,6 +35,12 @@ export interface ListenerOptions {
   upstreamTimeoutMs?: number;
   /** Limits on what one connection sends the embedded broker (none when absent). */
   guard?: GuardLimits;
+  /**
+   * The broker's TLS identity (this board's certificate, signed by the mesh CA). With it, MQTT
+   * connections to the broker must be TLS: a plain one is closed. Piped connections stay
+   * encrypted end to end (a board in between only forwards the bytes).
+   */
+  tls?: { cert: string; key: string; ca: string };
 }
 
 /** Events: 'upstream-failed' (host, port) when the broker it pipes to cannot be reached. */
@@ -40,6 +49,7 @@ export class MeshListener extends EventEmitter {
   private readonly held = new Map<net.Socket, { first: Buffer; piped: boolean; timer: NodeJS.Timeout }>();
   /** Connections routed to the broker or piped, so a change of broker can close them. */
   private readonly routed = new Set<net.Socket>();
+  private secure?: tls.SecureContext;
 
   private constructor(
     private readonly server: net.Server,
@@ -93,19 +103,33 @@ export class MeshListener extends EventEmitter {
       if (chunk[0] === 0x4b /* K */ && this.options.onHello) return this.options.onHello(socket);
       const piped = chunk[0] === PIPED;
       const first = piped ? chunk.subarray(1) : chunk;
-      if (this.route.kind !== 'hold') return this.dispatch(socket, first, piped);
-      if (this.held.size >= (this.options.maxHeld ?? 1000)) return void socket.destroy();
-      const timer = setTimeout(() => {
-        this.held.delete(socket);
-        socket.destroy();
-      }, this.options.holdTimeoutMs ?? 10_000);
-      this.held.set(socket, { first, piped, timer });
-      socket.once('close', () => {
-        clearTimeout(timer);
-        this.held.delete(socket);
-      });
+      if (piped && first.length === 0) {
+        // The 'P' came alone: the client's own first bytes (TLS or MQTT) decide the route.
+        socket.once('data', (more: Buffer) => {
+          socket.pause();
+          this.place(socket, more, true);
+        });
+        socket.resume();
+        return;
+      }
+      this.place(socket, first, piped);
     });
     socket.resume();
+  }
+
+  /** Routes a connection now, or holds it (paused) until there is a broker. */
+  private place(socket: net.Socket, first: Buffer, piped: boolean): void {
+    if (this.route.kind !== 'hold') return this.dispatch(socket, first, piped);
+    if (this.held.size >= (this.options.maxHeld ?? 1000)) return void socket.destroy();
+    const timer = setTimeout(() => {
+      this.held.delete(socket);
+      socket.destroy();
+    }, this.options.holdTimeoutMs ?? 10_000);
+    this.held.set(socket, { first, piped, timer });
+    socket.once('close', () => {
+      clearTimeout(timer);
+      this.held.delete(socket);
+    });
   }
 
   private dispatch(socket: net.Socket, first: Buffer, piped: boolean): void {
@@ -114,9 +138,22 @@ export class MeshListener extends EventEmitter {
     this.routed.add(socket);
     socket.once('close', () => this.routed.delete(socket));
     if (route.kind === 'broker') {
-      if (first.length) socket.unshift(first);
+      let conn: net.Socket = socket;
+      if (!this.options.tls && first.length) socket.unshift(first);
+      if (this.options.tls) {
+        if (first[0] !== TLS_HANDSHAKE) {
+          this.options.log.warn(`connection ${socket.remoteAddress}:${socket.remotePort} closed: this mesh takes MQTT over TLS only (mqtts://)`);
+          this.emit('refused', { kind: 'plain' });
+          return void socket.destroy();
+        }
+        this.secure ??= tls.createSecureContext(this.options.tls);
+        // TLS over a stream that replays the bytes already read (a TLSSocket on the raw socket
+        // would read its handle directly and miss the ClientHello we peeked at).
+        conn = new tls.TLSSocket(replaying(socket, first), { isServer: true, secureContext: this.secure });
+        conn.on('error', (err) => this.options.log.debug(`tls: ${err.message}`));
+      }
       const guard = this.options.guard;
-      route.broker.handle(guard ? new GuardedConnection(socket, guard, (v) => this.refused(socket, v)) : socket);
+      route.broker.handle(guard ? new GuardedConnection(conn, guard, (v) => this.refused(socket, v)) : conn);
       socket.resume();
       return;
     }
@@ -164,4 +201,26 @@ export class MeshListener extends EventEmitter {
     this.dropRouted();
     await closed;
   }
+}
+
+/** A duplex over `socket` whose reading starts with `first`, then whatever the socket receives. */
+function replaying(socket: net.Socket, first: Buffer): Duplex {
+  const carrier = new Duplex({
+    read: () => void socket.resume(),
+    write: (chunk: Buffer, _enc, callback) => void socket.write(chunk, callback),
+    final: (callback) => void socket.end(callback),
+    destroy: (err, callback) => {
+      // Whatever TLS still writes (a CONNACK refusing the client, a close_notify) goes out first.
+      if (err) socket.destroy();
+      else socket.destroySoon();
+      callback(err);
+    },
+  });
+  carrier.push(first);
+  socket.on('data', (chunk: Buffer) => {
+    if (!carrier.push(chunk)) socket.pause();
+  });
+  socket.once('end', () => carrier.push(null));
+  socket.once('close', () => carrier.destroy());
+  return carrier;
 }

@@ -122,7 +122,11 @@ export class GuardedConnection extends Duplex {
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (err?: Error | null) => void): void {
     if (this.socket.destroyed) return callback();
-    this.socket.write(chunk, (err) => callback(err ?? null));
+    // Done as soon as the socket took it (waiting for the flush would leave the broker's next
+    // writes buffered here, and lost when it closes the connection right after: a CONNACK
+    // refusing a client is written in pieces, then the connection is closed).
+    if (this.socket.write(chunk)) callback();
+    else this.socket.once('drain', () => callback());
   }
 
   override _final(callback: (err?: Error | null) => void): void {
@@ -130,7 +134,12 @@ export class GuardedConnection extends Duplex {
   }
 
   override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
-    this.socket.destroy();
+    // The broker closes a refused client right after its CONNACK: let that reach the client
+    // (over TLS it is still being encrypted), then make sure the socket goes.
+    if (!err && !this.socket.destroyed && this.socket.writable) {
+      this.socket.end();
+      setTimeout(() => this.socket.destroy(), 1000).unref();
+    } else this.socket.destroy();
     callback(err);
   }
 }

@@ -33,6 +33,11 @@ export interface ClientOptions {
   connectTimeoutMs?: number;
   /** The app token of a mesh with credentials (`kizuna token app NAME`); its name is the client name. */
   token?: string;
+  /**
+   * The mesh CA certificate (PEM; ca.pem of the mesh) for mqtts:// URLs: the client then talks
+   * only to a broker that is a board of this mesh.
+   */
+  ca?: string;
 }
 
 export interface InferOptions extends EncodeOptions {
@@ -102,6 +107,7 @@ export class KizunaClient {
           alternatives: () => urls,
           clientId: `kizuna-${client}`,
           ...(options.token ? { username: client, password: options.token } : {}),
+          ...(options.ca ? { tls: { ca: options.ca, mesh } } : {}),
           keepaliveSeconds: options.keepaliveSeconds ?? 2,
           connectTimeoutMs: options.connectTimeoutMs ?? 2000,
         });

@@ -10,6 +10,8 @@
  */
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import type { Socket } from 'node:net';
+import type { PeerCertificate } from 'node:tls';
+import { parseIdentity } from './x509.js';
 import { EventEmitter } from 'node:events';
 import { KizunaError } from './errors.js';
 import { backoffDelay, DEFAULT_BACKOFF, type Backoff } from './backoff.js';
@@ -27,6 +29,11 @@ export interface TransportOptions {
   /** MQTT credentials: a mesh token as the password (mesh/tokens.ts). */
   username?: string;
   password?: string;
+  /**
+   * For mqtts:// URLs of a mesh with credentials: the mesh CA certificate (PEM). The broker must
+   * show a board certificate of `mesh` signed by it (the host name does not matter: boards move).
+   */
+  tls?: { ca: string; mesh: string };
   keepaliveSeconds?: number;
   connectTimeoutMs?: number;
   /** Reconnect after a loss (default true). The first connection always fails fast. */
@@ -114,6 +121,7 @@ export class Transport extends EventEmitter {
       connectTimeout: o.connectTimeoutMs ?? 10_000,
       reconnectPeriod: 0,
       clean: true,
+      ...(o.tls ? meshTls(o.tls) : {}),
       ...(o.username !== undefined ? { username: o.username } : {}),
       ...(o.password !== undefined ? { password: o.password } : {}),
       ...(o.will ? { will: typeof o.will === 'function' ? o.will() : o.will } : {}),
@@ -325,4 +333,17 @@ export class Transport extends EventEmitter {
     for (const out of this.unacked) out.reject(new KizunaError('KZ_ERR_SHUTTING_DOWN', 'transport closed'));
     this.unacked.clear();
   }
+}
+
+/** TLS options that accept a broker only if the mesh CA signed its board certificate for `mesh`. */
+export function meshTls(t: { ca: string; mesh: string }): { ca: string; rejectUnauthorized: true; checkServerIdentity: (host: string, cert: PeerCertificate) => Error | undefined } {
+  return {
+    ca: t.ca,
+    rejectUnauthorized: true,
+    checkServerIdentity: (_host, cert) => {
+      const id = parseIdentity(cert);
+      if (id?.mesh === t.mesh && id.kind === 'board') return undefined;
+      return new Error(`the broker's certificate is not a board of mesh ${t.mesh}`);
+    },
+  };
 }

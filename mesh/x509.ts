@@ -89,9 +89,9 @@ export function generateKeyPair(): { privateKey: KeyObject; publicKey: KeyObject
   return crypto.generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
 }
 
-export function createCA(opts: { mesh: string; days?: number; now?: Date }): MeshCA {
+export function createCA(opts: { mesh: string; days?: number; now?: Date; /** An existing P-256 private key (the mesh key), else a new one. */ key?: KeyObject }): MeshCA {
   assertSegment('mesh', opts.mesh);
-  const { privateKey, publicKey } = generateKeyPair();
+  const { privateKey, publicKey } = opts.key ? { privateKey: opts.key, publicKey: crypto.createPublicKey(opts.key) } : generateKeyPair();
   const spki = publicKey.export({ type: 'spki', format: 'der' });
   const name = distinguishedName([[OID.organization, 'kizuna'], [OID.commonName, `Kizuna mesh ${opts.mesh}`]]);
   const { notBefore, notAfter } = validity(opts.now ?? new Date(), opts.days ?? CA_DAYS);

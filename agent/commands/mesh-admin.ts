@@ -34,7 +34,7 @@ export async function init(argv: string[]): Promise<number> {
   const next = values.board ?? `${os.hostname().split('.')[0]!.replace(/[^A-Za-z0-9_-]/g, '') || 'board'}-2`;
   console.log(`mesh ${mesh} created: its key is in ${creds.dir} (keep authority.key secret; back it up).`);
   console.log(`this board is ${creds.board!.sub}. Join token for board ${next} (run kizuna token board NAME for more):\n`);
-  console.log(joinToken(creds, issueToken(creds, 'board', next)));
+  console.log(joinToken(creds, next));
   return 0;
 }
 
@@ -46,8 +46,7 @@ export async function token(argv: string[]): Promise<number> {
   const kind = kindOf(positionals[0]);
   const name = positionals[1];
   if (!name) throw new KizunaError('KZ_ERR_CONFIG', `usage: kizuna token ${kind} NAME`);
-  const t = issueToken(creds, kind, name);
-  console.log(kind === 'board' ? joinToken(creds, t) : t);
+  console.log(kind === 'board' ? joinToken(creds, name) : issueToken(creds, kind, name));
   return 0;
 }
 
@@ -73,7 +72,11 @@ export async function revokeCommand(argv: string[]): Promise<number> {
   console.log(`revoked ${kind} ${name} (list ${list.seq}: ${list.entries.join(', ')})`);
   // Tell the mesh: any board's port reaches its broker, which checks the signature, keeps the
   // list retained and disconnects the revoked. Every board keeps a copy for later failovers.
-  const transport = await Transport.connect({ url: values.broker ?? `mqtt://127.0.0.1:${port}`, username: creds.board!.sub, password: creds.boardToken, reconnect: false, connectTimeoutMs: 5000 });
+  const transport = await Transport.connect({
+    url: values.broker ?? `${creds.tls ? 'mqtts' : 'mqtt'}://127.0.0.1:${port}`,
+    username: creds.board!.sub, password: creds.boardToken, reconnect: false, connectTimeoutMs: 5000,
+    ...(creds.tls ? { tls: { ca: creds.tls.ca, mesh } } : {}),
+  });
   try {
     await transport.publish(topics.revoked(mesh), payload, { qos: 1, retain: true });
   } finally {

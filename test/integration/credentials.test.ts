@@ -12,6 +12,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import mqtt, { type MqttClient } from 'mqtt';
 import { KizunaClient } from '../../mesh/client.js';
 import { topics } from '../../mesh/topics.js';
+import { meshTls } from '../../mesh/mqtt.js';
 import { loadDigits } from '../../models/builtin/digits-data.js';
 import { CLI, runCli, spawnAgent } from '../helpers/cli.js';
 import { freePorts } from '../helpers/ports.js';
@@ -31,10 +32,12 @@ async function cli(args: string[]): Promise<string> {
   return r.stdout;
 }
 const lastLine = (out: string) => out.trim().split('\n').at(-1)!;
+/** The mesh CA certificate, as an app gets it from the first board. */
+const ca = () => fs.readFileSync(path.join(dir('a'), 'mesh-home', 'ca.pem'), 'utf8');
 
 /** A status watcher with an app token (apps may read statuses): resolves when `until` holds. */
 async function watchStatuses(port: number): Promise<{ client: MqttClient; online: Map<string, boolean>; until: (p: () => boolean, ms: number, what: string) => Promise<void> }> {
-  const client = await mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, { protocolVersion: 4, username: 'watch', password: appToken, reconnectPeriod: 200 });
+  const client = await mqtt.connectAsync(`mqtts://127.0.0.1:${port}`, { protocolVersion: 4, username: 'watch', password: appToken, reconnectPeriod: 200, ...meshTls({ ca: ca(), mesh: 'home' }) });
   const online = new Map<string, boolean>();
   const waiters = new Set<() => void>();
   client.on('message', (t, p) => {
@@ -84,9 +87,11 @@ after(async () => {
   fs.rmSync(root, { recursive: true, force: true });
 });
 
-test('an app without a token is refused; with one it is served', async () => {
-  await assert.rejects(KizunaClient.connect({ url: `mqtt://127.0.0.1:${ports.a}`, client: 'anon', connectTimeoutMs: 3000 }), /Not authorized/i);
-  const app = await KizunaClient.connect({ url: `mqtt://127.0.0.1:${ports.a}`, client: 'watch', token: appToken });
+test('an app without a token is refused, so is plain MQTT; over TLS with a token it is served', async () => {
+  await assert.rejects(KizunaClient.connect({ url: `mqtts://127.0.0.1:${ports.a}`, client: 'anon', ca: ca(), connectTimeoutMs: 3000 }), /Not authorized/i);
+  await assert.rejects(KizunaClient.connect({ url: `mqtt://127.0.0.1:${ports.a}`, client: 'watch', token: appToken, connectTimeoutMs: 3000 }));
+  assert.match(logs.a!(), /takes MQTT over TLS only/);
+  const app = await KizunaClient.connect({ url: `mqtts://127.0.0.1:${ports.a}`, client: 'watch', token: appToken, ca: ca() });
   try {
     assert.equal(((await app.infer('digits', tensor)).answers![0] as { index: number }).index, digit.label);
   } finally {
@@ -102,7 +107,7 @@ test('a revoked board stops; a stolen copy of its token is refused by the next b
     // A copy of pi-b's credentials taken before the revocation (a stolen SD card): no list in it.
     fs.cpSync(path.join(dir('b'), 'mesh-home'), path.join(dir('stolen'), 'mesh-home'), { recursive: true });
     const bExit = new Promise<number | null>((resolve) => procs.b!.once('exit', resolve));
-    const out = await cli(['revoke', 'board', 'pi-b', '--data-dir', dir('a'), '--broker', `mqtt://127.0.0.1:${ports.a}`]);
+    const out = await cli(['revoke', 'board', 'pi-b', '--data-dir', dir('a'), '--broker', `mqtts://127.0.0.1:${ports.a}`]);
     assert.match(out, /revoked board pi-b/);
     assert.equal(await bExit, 1, 'the revoked board stops by itself');
     assert.match(logs.b!(), /KZ_ERR_UNAUTHORIZED: this board \(pi-b\) is revoked/);
@@ -114,7 +119,7 @@ test('a revoked board stops; a stolen copy of its token is refused by the next b
     const stolen = spawn(process.execPath, [CLI, 'agent', '--host', '127.0.0.1', '--port', '0', '--data-dir', dir('stolen'), '--peers', `127.0.0.1:${ports.c}`, '--formation-ms', '400'], { stdio: 'ignore' });
     procs.stolen = stolen;
     await w.until(() => /connect refused \(client kizuna-agent-pi-b\): the token of board pi-b is revoked/.test(logs.c!()), 15_000, 'pi-c refused the stolen token');
-    const app = await KizunaClient.connect({ url: `mqtt://127.0.0.1:${ports.c}`, client: 'watch', token: appToken });
+    const app = await KizunaClient.connect({ url: `mqtts://127.0.0.1:${ports.c}`, client: 'watch', token: appToken, ca: ca() });
     try {
       const r = await app.infer('digits', tensor);
       assert.equal((r.answers![0] as { index: number }).index, digit.label);

@@ -25,13 +25,24 @@ test('init: the mesh key only on this board, files private, this board has its t
 
 test('join: a board joins with its token, gets its node id and no mesh key; another mesh of the same name is refused', () => {
   const a = loadCredentials(dir('a'), 'home')!;
-  const joined = joinMesh(dir('b'), joinToken(a, issueToken(a, 'board', 'pi-b')));
+  const joined = joinMesh(dir('b'), joinToken(a, 'pi-b'));
   assert.equal(joined.node, 'pi-b');
   assert.equal(joined.authorityKey, undefined);
   assert.deepEqual(verifyToken(joined.boardToken!, a.publicKey, { mesh: 'home' }).sub, 'pi-b');
   const other = initMesh(dir('x'), 'home', 'pi-x');
-  assert.throws(() => joinMesh(dir('b'), joinToken(other, issueToken(other, 'board', 'pi-b'))), code('KZ_ERR_CONFIG'));
-  assert.throws(() => joinMesh(dir('c'), joinToken(a, issueToken(a, 'app', 'cam'))), code('KZ_ERR_UNAUTHORIZED'), 'an app token is not a join token');
+  assert.throws(() => joinMesh(dir('b'), joinToken(other, 'pi-b')), code('KZ_ERR_CONFIG'));
+  const withAppToken = (jt: string) => {
+    const j = JSON.parse(Buffer.from(jt.slice(5), 'base64url').toString());
+    j.token = issueToken(a, 'app', 'cam');
+    return `kzj1.${Buffer.from(JSON.stringify(j)).toString('base64url')}`;
+  };
+  assert.throws(() => joinMesh(dir('c'), withAppToken(joinToken(a, 'pi-c'))), code('KZ_ERR_UNAUTHORIZED'), 'an app token is not a join token');
+  // Certificates of another mesh in an otherwise valid token.
+  const mixed = JSON.parse(Buffer.from(joinToken(a, 'pi-c').slice(5), 'base64url').toString());
+  mixed.cert = JSON.parse(Buffer.from(joinToken(other, 'pi-c').slice(5), 'base64url').toString()).cert;
+  assert.throws(() => joinMesh(dir('c'), `kzj1.${Buffer.from(JSON.stringify(mixed)).toString('base64url')}`), code('KZ_ERR_UNAUTHORIZED'));
+  assert.ok(joined.tls && /BEGIN CERTIFICATE/.test(joined.tls.cert) && /PRIVATE KEY/.test(joined.tls.key));
+  assert.equal(fs.statSync(path.join(joined.dir, 'board.key')).mode & 0o777, 0o600);
   assert.throws(() => joinMesh(dir('c'), 'kzj1.garbage'), code('KZ_ERR_UNAUTHORIZED'));
   assert.throws(() => issueToken(joined, 'app', 'cam'), code('KZ_ERR_CONFIG'), 'only the first board makes tokens');
 });
