@@ -16,7 +16,7 @@ import { Type, type Static } from '@sinclair/typebox';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
 import { KizunaError, isErrorCode, type ErrorCode } from './errors.js';
 import { tensorFromJson } from './codec.js';
-import { JsonTensorSchema, RequestOptions, TimingsSchema, firstError, type JsonTensor, type Timings } from './schemas.js';
+import { JsonTensorSchema, RequestOptions, TimingsSchema, firstError, nestedDeeperThan, type JsonTensor, type Timings } from './schemas.js';
 import type { ModelSummary } from './status.js';
 import { tensorBytes, type Tensor } from './tensor.js';
 
@@ -55,6 +55,13 @@ function parseJson(payload: Uint8Array, what: string): unknown {
   }
 }
 
+/**
+ * How deep an item may nest (a valid one nests 4 levels: the item, its inputs, a tensor, its shape
+ * or data). The dispatcher serialises items recursively (JSON.stringify in encodeShard and
+ * jobPayload), so deeper ones are refused before they get there.
+ */
+export const ITEM_MAX_DEPTH = 32;
+
 export function decodeJob(payload: Uint8Array, limits: JobLimits): Job {
   if (payload.length > limits.maxPayloadBytes) {
     throw new KizunaError('KZ_ERR_TOO_LARGE', `job of ${payload.length} bytes is over the limit of ${limits.maxPayloadBytes}; split it into several jobs`);
@@ -66,15 +73,43 @@ export function decodeJob(payload: Uint8Array, limits: JobLimits): Job {
   }
   const { items, from, ...options } = msg;
   if ((from ?? 0) > items.length) throw new KizunaError('KZ_ERR_BAD_REQUEST', `job "from" ${from} is past its ${items.length} inputs`);
+  const deep = items.findIndex((item) => nestedDeeperThan(item, ITEM_MAX_DEPTH));
+  if (deep >= 0) throw new KizunaError('KZ_ERR_BAD_REQUEST', `job input ${deep} nests deeper than ${ITEM_MAX_DEPTH} levels`);
   return { items: items as JobItem[], options, from: from ?? 0 };
 }
 
-/** About how many bytes an item takes in a shard (its strings: base64 images and tensors). */
+/**
+ * About how many bytes an item takes in a shard (its strings: base64 images and tensors): 2 per
+ * string's quotes, 8 per other value, a key's length plus 3 per member. Walks with an explicit
+ * stack, so no item, however deep, overflows the call stack.
+ */
 export function itemBytes(item: unknown): number {
-  if (typeof item === 'string') return item.length + 2;
-  if (typeof item !== 'object' || item === null) return 8;
-  let n = 2;
-  for (const [k, v] of Object.entries(item)) n += k.length + 3 + itemBytes(v);
+  let n = 0;
+  const size = (v: unknown): void => {
+    if (typeof v === 'string') n += v.length + 2;
+    else if (typeof v !== 'object' || v === null) n += 8;
+    else {
+      n += 2;
+      stack.push(v);
+    }
+  };
+  const stack: object[] = [];
+  size(item);
+  for (let v = stack.pop(); v; v = stack.pop()) {
+    if (Array.isArray(v)) {
+      // Keys of a list are its indices: their lengths are counted without making them.
+      for (let i = 0, digits = 1, next = 10; i < v.length; i++) {
+        if (i === next) (digits++, (next *= 10));
+        n += digits + 3;
+        size(v[i]);
+      }
+    } else {
+      for (const [k, x] of Object.entries(v)) {
+        n += k.length + 3;
+        size(x);
+      }
+    }
+  }
   return n;
 }
 
