@@ -176,20 +176,30 @@ export const RETRYABLE: ReadonlySet<ErrorCode> = new Set([
 const checkTimings = TypeCompiler.Compile(TimingsSchema);
 const checkTensor = TypeCompiler.Compile(JsonTensorSchema);
 
+/**
+ * A value from a board, for a reason: a short string as it is, anything else by its kind only (the
+ * value may be huge, or nested too deep for JSON.stringify).
+ */
+function describe(v: unknown): string {
+  if (typeof v === 'string') return v.length <= 64 ? JSON.stringify(v) : `a string of ${v.length} characters`;
+  if (typeof v === 'number' || typeof v === 'boolean' || v === null || v === undefined) return String(v);
+  return Array.isArray(v) ? 'a list' : `a${typeof v === 'object' ? 'n object' : ` ${typeof v}`}`;
+}
+
 /** Why one result is not plausible for `model`, or undefined when it is. */
 function implausible(r: unknown, model: string, summary: ModelSummary | undefined): string | undefined {
-  if (typeof r !== 'object' || r === null) return 'a result is not an object';
+  if (typeof r !== 'object' || r === null || Array.isArray(r)) return 'a result is not an object';
   const x = r as Record<string, unknown>;
   if (x.ok === false) {
     const e = x.error as { code?: unknown; message?: unknown } | undefined;
     return isErrorCode(e?.code) && typeof e.message === 'string' ? undefined : 'an error result has no known code';
   }
   if (x.ok !== true) return 'a result has no "ok"';
-  if (x.model !== model) return `a result is for model ${JSON.stringify(x.model)}, not ${model}`;
+  if (x.model !== model) return `a result is for model ${describe(x.model)}, not ${model}`;
   if (typeof x.version !== 'string' || !checkTimings.Check(x.timings)) return 'a result lacks its version or timings';
   if (x.outputs === undefined && x.answers === undefined) return 'a result has neither outputs nor answers';
   if (x.outputs !== undefined) {
-    if (typeof x.outputs !== 'object' || x.outputs === null) return 'outputs is not an object';
+    if (typeof x.outputs !== 'object' || x.outputs === null || Array.isArray(x.outputs)) return 'outputs is not an object';
     const outputs = x.outputs as Record<string, unknown>;
     for (const spec of summary?.outputs ?? []) {
       const t = outputs[spec.name];
@@ -199,13 +209,14 @@ function implausible(r: unknown, model: string, summary: ModelSummary | undefine
         return `output ${spec.name} has shape ${JSON.stringify(t.shape)}, the model gives ${JSON.stringify(spec.shape)}`;
       }
     }
-    for (const [name, t] of Object.entries(outputs)) {
+    for (const [key, t] of Object.entries(outputs)) {
+      const name = describe(key);
       if (!checkTensor.Check(t)) return `output ${name} is not a tensor`;
       let tensor: Tensor;
       try {
         tensor = tensorFromJson(name, t, 1 << 26);
       } catch (err) {
-        return (err as Error).message;
+        return err instanceof KizunaError ? err.message : `output ${name} is not a tensor`;
       }
       if ((tensor.dtype === 'float32' || tensor.dtype === 'float64') && !(tensor.data as Float32Array).every(Number.isFinite)) {
         return `output ${name} holds NaN or infinite values`;
@@ -236,7 +247,7 @@ export function checkShardResult(
   try {
     msg = parseJson(payload, 'shard result');
   } catch (err) {
-    return { ok: false, reason: (err as Error).message };
+    return { ok: false, reason: err instanceof KizunaError ? err.message : 'not JSON' };
   }
   const m = msg as { v?: unknown; agent?: unknown; results?: unknown };
   if (typeof m !== 'object' || m === null || m.v !== 1 || typeof m.agent !== 'string' || !Array.isArray(m.results)) {
