@@ -190,6 +190,8 @@ function describe(v: unknown): string {
 function implausible(r: unknown, model: string, summary: ModelSummary | undefined): string | undefined {
   if (typeof r !== 'object' || r === null || Array.isArray(r)) return 'a result is not an object';
   const x = r as Record<string, unknown>;
+  // The dispatcher adds these to each result it forwards; a board's own would spoof them.
+  if (Object.hasOwn(x, 'index') || Object.hasOwn(x, 'agent')) return 'a result carries "index" or "agent"';
   if (x.ok === false) {
     const e = x.error as { code?: unknown; message?: unknown } | undefined;
     return isErrorCode(e?.code) && typeof e.message === 'string' ? undefined : 'an error result has no known code';
