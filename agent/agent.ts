@@ -92,8 +92,9 @@ export class Agent {
     const log = deps.log ?? createLogger(config.logLevel);
     const real = deps.engine ?? new OnnxEngine();
     const engine = config.simulateMsPerInput > 0 ? new SimulatedEngine(real, config.simulateMsPerInput) : real;
-    const store = new ModelStore(engine, { threads: config.threads });
     const security = meshSecurity(config, log);
+    // With mesh credentials, a model that did not ship with the package needs the mesh's signature.
+    const store = new ModelStore(engine, { threads: config.threads }, security && { publicKey: security.creds.publicKey });
     const node = security?.node ?? config.node ?? (await loadNodeId(config.dataDir));
     return new Agent({ ...config, host: listenHost(config, security, log) }, node, store, log, deps, security);
   }

@@ -21,7 +21,7 @@ export const ERROR_CODES = {
   KZ_ERR_OVERLOADED: 'The agent queue is full; retry later with the same id',
   KZ_ERR_SHUTTING_DOWN: 'The agent is shutting down and accepts no new work; retry with the same id',
   KZ_ERR_TIMEOUT: 'No reply arrived in time (raised by clients, never sent by agents)',
-  KZ_ERR_MODEL_INTEGRITY: 'A model file does not match the sha256 of its manifest',
+  KZ_ERR_MODEL_INTEGRITY: 'A model file does not match the sha256 of its manifest, or the manifest is not signed by this mesh',
   KZ_ERR_MANIFEST: 'A model manifest is missing, unreadable or invalid',
   KZ_ERR_MODEL_LOAD: 'The runtime cannot load a model file (not ONNX, or an operator it lacks)',
   KZ_ERR_CONFIG: 'The configuration is invalid',

@@ -287,18 +287,59 @@ export type JobMessage =
   | { ok: true; id: string; from: number; results: JobResultItem[]; progress: JobProgress; complete: boolean }
   | { ok: false; id: string; error: { code: ErrorCode; message: string } };
 
-/** A job result message for clients; throws KZ_ERR_MALFORMED for anything else. */
+const ResultHead = { index: Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER }), agent: Type.String() };
+/** What an app may rely on in a job result message (fields of newer versions are let through). */
+const JobResultsSchema = Type.Object({
+  id: Type.String(),
+  ok: Type.Literal(true),
+  from: Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER }),
+  results: Type.Array(Type.Union([
+    Type.Object({
+      ...ResultHead,
+      ok: Type.Literal(true),
+      model: Type.String(),
+      version: Type.String(),
+      outputs: Type.Optional(Type.Object({}, { additionalProperties: JsonTensorSchema })),
+      answers: Type.Optional(Type.Array(Type.Unknown())),
+      timings: TimingsSchema,
+    }),
+    // The code and message are read as in a job error: unknown codes become KZ_ERR_INTERNAL.
+    Type.Object({ ...ResultHead, ok: Type.Literal(false), error: Type.Object({ code: Type.Optional(Type.Unknown()), message: Type.Optional(Type.Unknown()) }) }),
+  ])),
+  progress: Type.Object({
+    done: Type.Number(),
+    total: Type.Number(),
+    failed: Type.Number(),
+    rate: Type.Number(),
+    eta_s: Type.Number(),
+    by_agent: Type.Object({}, { additionalProperties: Type.Number() }),
+  }),
+  complete: Type.Boolean(),
+});
+const checkJobResults = TypeCompiler.Compile(JobResultsSchema);
+
+/** An error's code if it is a known one (else KZ_ERR_INTERNAL) and its message if it is a string (else ''). */
+function errorOf(e: unknown): { code: ErrorCode; message: string } {
+  const { code, message } = (typeof e === 'object' && e !== null ? e : {}) as { code?: unknown; message?: unknown };
+  return { code: isErrorCode(code) ? code : 'KZ_ERR_INTERNAL', message: typeof message === 'string' ? message : '' };
+}
+
+/**
+ * A job result message for clients; throws KZ_ERR_MALFORMED for anything else. Everything the
+ * client reads is checked: "from", "complete", each result (index, agent, ok, and its outputs as
+ * tensors or its error) and the progress numbers.
+ */
 export function decodeJobMessage(payload: Uint8Array): JobMessage {
   const msg = parseJson(payload, 'job result') as Record<string, unknown>;
   if (typeof msg !== 'object' || msg === null || typeof msg.id !== 'string' || typeof msg.ok !== 'boolean') {
     throw new KizunaError('KZ_ERR_MALFORMED', 'job result lacks "id" and "ok"');
   }
-  if (!msg.ok) {
-    const e = msg.error as { code?: unknown; message?: unknown } | undefined;
-    return { ok: false, id: msg.id, error: { code: isErrorCode(e?.code) ? e.code : 'KZ_ERR_INTERNAL', message: String(e?.message ?? '') } };
-  }
-  if (!Number.isInteger(msg.from) || !Array.isArray(msg.results) || typeof msg.progress !== 'object') {
-    throw new KizunaError('KZ_ERR_MALFORMED', 'job result lacks "from", "results" or "progress"');
-  }
-  return msg as unknown as JobMessage;
+  if (!msg.ok) return { ok: false, id: msg.id, error: errorOf(msg.error) };
+  if (!checkJobResults.Check(msg)) throw new KizunaError('KZ_ERR_MALFORMED', `job result ${firstError(checkJobResults, msg).text}`);
+  const results = msg.results.map((r) => {
+    if (r.ok) return r;
+    const error = errorOf(r.error);
+    return error.code === r.error.code && error.message === r.error.message ? r : { ...r, error };
+  });
+  return { ...msg, results } as JobMessage;
 }

@@ -1,6 +1,7 @@
 /**
- * Serves the shared folder's real models without copying them: a temp model folder holds
- * manifests from models/catalog/ that point at the shared files by absolute path.
+ * Serves the shared folder's real models: a temp model folder holds manifests from
+ * models/catalog/ and the shared files, hard-linked (copied where a link cannot be made), since a
+ * model store only loads files inside its own folder. Nothing is copied into the repository.
  */
 import fs from 'node:fs/promises';
 import os from 'node:os';
@@ -24,9 +25,23 @@ export async function sharedModelsDir(names: (keyof typeof WHERE)[]): Promise<Sh
   for (const name of names) {
     const where = WHERE[name]!;
     const entry = JSON.parse(await fs.readFile(path.join(repoRoot, 'models', 'catalog', `${name}.json`), 'utf8'));
-    entry.file = sharedPath(...where.model);
-    entry.labelsFile = sharedPath(...where.labels);
+    entry.file = await place(dir, sharedPath(...where.model)!);
+    entry.labelsFile = await place(dir, sharedPath(...where.labels)!);
     await fs.writeFile(path.join(dir, `${name}.json`), JSON.stringify(entry, null, 2));
   }
   return { dir, remove: () => fs.rm(dir, { recursive: true, force: true }) };
+}
+
+/** `from` inside `dir` under its own name: a hard link, or a copy across file systems. */
+async function place(dir: string, from: string): Promise<string> {
+  const name = path.basename(from);
+  const to = path.join(dir, name);
+  try {
+    await fs.link(from, to);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST') return name; // two models share a labels file
+    await fs.copyFile(from, to);
+  }
+  return name;
 }

@@ -37,7 +37,8 @@ describe('bad input gets an error reply with a stable code', () => {
     modelsDir = await fs.mkdtemp(path.join(os.tmpdir(), 'kizuna-bad-'));
     const manifest = JSON.parse(await fs.readFile(path.join(BUILTIN_MODELS_DIR, 'digits.json'), 'utf8'));
     delete manifest.preprocess;
-    Object.assign(manifest, { name: 'digits-tensor', file: path.join(BUILTIN_MODELS_DIR, manifest.file) });
+    manifest.name = 'digits-tensor';
+    await fs.copyFile(path.join(BUILTIN_MODELS_DIR, manifest.file), path.join(modelsDir, manifest.file));
     await fs.writeFile(path.join(modelsDir, 'digits-tensor.json'), JSON.stringify(manifest));
     agent = await startAgent({ node: 'bad-input', models: [BUILTIN_MODELS_DIR, modelsDir], maxPayloadBytes: 256 * 1024, maxElements: 100_000, maxImagePixels: 4096 * 4096 });
     client = await connectClient(agent, 'good');

@@ -147,9 +147,9 @@ describe('sharded jobs across agent processes', () => {
   /** Each kind of garbage, and why the dispatcher refuses it (its log says). */
   const garbage: [Garbage, string][] = [
     ['nan-scores', 'an answer has a score that is not a number'],
-    ['nan-logits', 'output logits holds NaN or infinite values'],
+    ['nan-logits', 'output "?logits"? holds NaN or infinite values'],
     ['wrong-count', '\\d+ results for \\d+ inputs'],
-    ['wrong-shape', 'output logits has shape \\[1,9\\]'],
+    ['wrong-shape', 'output "?logits"? has shape \\[1,9\\]'],
     ['wrong-model', 'a result is for model "digits-int8", not digits'],
     ['not-json', 'shard result is not valid JSON'],
   ];

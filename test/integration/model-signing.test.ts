@@ -125,7 +125,7 @@ describe('a board of the mesh with the signed and the unsigned copy', () => {
       assert.equal((r.answers![0] as Top).index, d.label);
     });
 
-    test('refuses the unsigned copy: listed in its problems, unknown to apps', { todo: 'Agent.create must give ModelStore the mesh\'s trust policy (agent/agent.ts)' }, async () => {
+    test('refuses the unsigned copy: listed in its problems, unknown to apps', async () => {
       assert.deepEqual(agent.store.problems.map((p) => [path.basename(p.manifest), p.code]), [['digits-unsigned.json', 'KZ_ERR_MODEL_INTEGRITY']]);
       await assert.rejects(client.infer('digits-unsigned', await digitToPng(digits[0]!.pixels)), (e: unknown) => e instanceof KizunaError && e.code === 'KZ_ERR_UNKNOWN_MODEL');
     });
