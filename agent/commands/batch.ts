@@ -6,6 +6,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { appLogin, LOGIN_HELP, LOGIN_OPTIONS } from './app-login.js';
 import { KizunaClient } from '../../mesh/client.js';
 import type { BatchProgress } from '../../mesh/batch.js';
 
@@ -20,7 +21,8 @@ in order: {"file", "index", "agent", "label", "score", "answers"} or {"file", "i
   --broker URL     an agent of the mesh; repeat for several (default mqtt://127.0.0.1:1883, or $KIZUNA_URL)
   --mesh NAME      mesh name (default home, or $KIZUNA_MESH)
   --job-size N     most images per job (default 1024); the next job is sent while one runs
-  --top-k N        classes per answer`;
+  --top-k N        classes per answer
+${LOGIN_HELP}`;
 
 const IMAGE = /\.(jpe?g|png|webp|gif|tiff?)$/i;
 
@@ -72,6 +74,7 @@ export async function run(argv: string[]): Promise<number> {
       mesh: { type: 'string' },
       'job-size': { type: 'string' },
       'top-k': { type: 'string' },
+      ...LOGIN_OPTIONS,
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -92,6 +95,7 @@ export async function run(argv: string[]): Promise<number> {
   const client = await KizunaClient.connect({
     url: values.broker ?? [process.env.KIZUNA_URL ?? 'mqtt://127.0.0.1:1883'],
     mesh: values.mesh ?? process.env.KIZUNA_MESH ?? 'home',
+    ...appLogin(values),
   });
   let stopping = false;
   process.once('SIGINT', () => (stopping = true));

@@ -1,6 +1,7 @@
 /** `kizuna infer MODEL FILE`: one inference through the mesh, printed for a person or as JSON. */
 import fs from 'node:fs/promises';
 import { parseArgs } from 'node:util';
+import { appLogin, LOGIN_HELP, LOGIN_OPTIONS } from './app-login.js';
 import { KizunaClient, type InferResult } from '../../mesh/client.js';
 import { sniffImage } from '../../mesh/image.js';
 
@@ -13,7 +14,8 @@ FILE is an image (JPEG, PNG, WebP...) sent as raw bytes, a request in JSON (.jso
   --mesh NAME      mesh name (default home, or $KIZUNA_MESH)
   --top-k N        classes to return (images are then sent as base64 JSON)
   --timeout MS     give up after MS milliseconds (default 30000)
-  --json           print the whole reply as JSON`;
+  --json           print the whole reply as JSON
+${LOGIN_HELP}`;
 
 export async function run(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -25,6 +27,7 @@ export async function run(argv: string[]): Promise<number> {
       'top-k': { type: 'string' },
       timeout: { type: 'string' },
       json: { type: 'boolean' },
+      ...LOGIN_OPTIONS,
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -39,6 +42,7 @@ export async function run(argv: string[]): Promise<number> {
     url: values.broker ?? process.env.KIZUNA_URL ?? 'mqtt://127.0.0.1:1883',
     mesh: values.mesh ?? process.env.KIZUNA_MESH ?? 'home',
     timeoutMs: Number(values.timeout ?? 30_000),
+    ...appLogin(values),
   });
   try {
     const result =

@@ -14,6 +14,7 @@ import { KizunaClient } from '../../mesh/client.js';
 import { topics } from '../../mesh/topics.js';
 import { meshTls } from '../../mesh/mqtt.js';
 import { loadDigits } from '../../models/builtin/digits-data.js';
+import { digitToPng } from '../../models/render.js';
 import { CLI, runCli, spawnAgent } from '../helpers/cli.js';
 import { freePorts } from '../helpers/ports.js';
 
@@ -97,6 +98,12 @@ test('an app without a token is refused, so is plain MQTT; over TLS with a token
   } finally {
     await app.close();
   }
+  // The same from the command line, with the token and the CA file.
+  const png = path.join(root, 'digit.png');
+  fs.writeFileSync(png, await digitToPng(digit.pixels));
+  const caFile = path.join(dir('a'), 'mesh-home', 'ca.pem');
+  const out = await cli(['infer', 'digits', png, '--broker', `mqtts://127.0.0.1:${ports.a}`, '--token', appToken, '--ca', caFile]);
+  assert.match(out, new RegExp(`^${digit.label} \\(`, 'm'));
 });
 
 test('a revoked board stops; a stolen copy of its token is refused by the next broker after a failover', { timeout: 60_000 }, async (t) => {
