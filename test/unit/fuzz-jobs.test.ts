@@ -71,10 +71,6 @@ function toText(value: unknown): string {
 }
 const payloadOf = (value: unknown) => readable(Buffer.from(toText(value)));
 
-/** Input names with a line terminator skip the request schema (a known bug, fuzz-wire.test.ts): left out here. */
-const LINE_TERMINATOR = /[\n\r\u2028\u2029]/;
-const hasLineKey = (v: unknown): boolean =>
-  typeof v === 'object' && v !== null && Object.entries(v).some(([k, x]) => LINE_TERMINATOR.test(k) || hasLineKey(x));
 
 const SPECIAL: unknown[] = [
   -1, -0, 0, 0.5, 1.5, 1e300, -1e300, 2 ** 31, 2 ** 32, 2 ** 53, 2 ** 53 + 2, 100_001,
@@ -91,13 +87,13 @@ const nasty = (deep: boolean): fc.Arbitrary<unknown> =>
     { weight: 1, arbitrary: fc.string({ unit: 'binary', maxLength: 8 }) },
     { weight: 1, arbitrary: fc.integer() },
     { weight: 1, arbitrary: fc.double() },
-  ).filter((v) => !hasLineKey(v));
+  );
 const keyArb = fc.oneof(
   fc.constantFrom('items', 'from', 'version', 'top_k', 'raw_outputs', 'reply', 'image', 'images', 'inputs', 'dtype', 'shape', 'b64', 'data',
     'v', 'id', 'ok', 'agent', 'results', 'index', 'model', 'timings', 'outputs', 'answers', 'score', 'error', 'code', 'message',
-    'progress', 'complete', 'node', 'instance', 'online', 'seq', 'started', 'models', 'name', '__proto__', 'toString'),
+    'progress', 'complete', 'node', 'instance', 'online', 'seq', 'started', 'models', 'name', '__proto__', 'toString', '\n', 'a\u2028'),
   fc.string({ maxLength: 6 }),
-).filter((k) => !LINE_TERMINATOR.test(k));
+);
 
 type Path = (string | number)[];
 interface Mutation { at: number; op: 'set' | 'delete' | 'add'; key: string; value: unknown }
@@ -164,7 +160,7 @@ const tensorOf = (dtype: DType, shape: number[]): fc.Arbitrary<Tensor> => {
 };
 const shapeArb = fc.array(fc.integer({ min: 0, max: 4 }), { maxLength: 3 });
 const tensorArb = fc.tuple(dtypeArb, shapeArb).chain(([d, s]) => tensorOf(d, s));
-const nameArb = fc.oneof(fc.constantFrom('x', 'input', 'toString', 'caf\u00e9', ''), fc.string({ maxLength: 8 })).filter((n) => n !== '__proto__' && !LINE_TERMINATOR.test(n));
+const nameArb = fc.oneof(fc.constantFrom('x', 'input', 'toString', '__proto__', 'caf\u00e9', '', 'a\nb'), fc.string({ maxLength: 8 }));
 
 const itemArb: fc.Arbitrary<JobItem> = fc.oneof(
   fc.uint8Array({ maxLength: 24 }).map((i) => jobItem(i)),
