@@ -20,6 +20,9 @@ function fromBytes(name: string, dtype: DType, shape: number[], bytes: Uint8Arra
   if (bytes.length !== expected) {
     throw new KizunaError('KZ_ERR_BAD_SHAPE', `${name}: ${bytes.length} bytes of data, but ${dtype}${JSON.stringify(shape)} needs ${expected}`);
   }
+  // As in JSON data, a bool is 0 or 1: another byte would mean true to one runtime and be refused
+  // (or kept as is) by another.
+  if (dtype === 'bool' && bytes.some((b) => b > 1)) throw new KizunaError('KZ_ERR_BAD_DTYPE', `${name}: a bool value is a byte other than 0 or 1`);
   return { dtype, shape, data: viewBytes(dtype, bytes, 0, bytes.length) };
 }
 
