@@ -26,6 +26,11 @@ export interface BrokerSecurity {
   isRevoked?(id: Identity): boolean;
 }
 
+/** Agents connect as `kizuna-agent-<node>` (agent/broker-role.ts agentClientId). */
+const AGENT_ID_PREFIX = 'kizuna-agent-';
+
+const identityKey = (id: Identity): string => (id.kind === 'board' ? `board:${id.node}` : id.kind === 'app' ? `app:${id.name}` : 'open');
+
 /** Refusals, for the logs and the tests: a connection refused, a publish or subscription denied. */
 export type Denial = { kind: 'connect' | 'publish' | 'subscribe'; clientId: string; why: string };
 
@@ -49,12 +54,26 @@ export class EmbeddedBroker {
       onDenied?.(d);
     };
     const shardResults = security ? topics.allShardResults(security.mesh).slice(0, -1) : '';
+    /**
+     * A client id is a session: whoever takes one closes its holder's connection (and fires its
+     * will). Agents' ids are their boards' alone, and no identity may take an id another holds.
+     */
+    const claimClientId = (clientId: string, id: Identity) => {
+      if (clientId.startsWith(AGENT_ID_PREFIX) && !(id.kind === 'board' && clientId === `${AGENT_ID_PREFIX}${id.node}`)) {
+        throw new KizunaError('KZ_ERR_UNAUTHORIZED', `client id ${clientId.slice(0, 80)} belongs to a board`);
+      }
+      const holder = (aedes as unknown as { clients: Record<string, Client> }).clients[clientId];
+      const held = holder ? identities.get(holder) : undefined;
+      if (held && identityKey(held) !== identityKey(id)) throw new KizunaError('KZ_ERR_UNAUTHORIZED', `client id ${clientId.slice(0, 80)} is in use by another identity`);
+    };
     const aedes = await Aedes.createBroker({
       authenticate: (client, username, password, callback) => {
         if (!security) return callback(null, true);
         try {
           const id = security.identify({ clientId: client.id, ...(username !== undefined ? { username } : {}), ...(password !== undefined ? { password } : {}), conn: client.conn });
+          claimClientId(client.id, id);
           identities.set(client, id);
+          (client.conn as { identified?: (key: string) => void }).identified?.(identityKey(id));
           callback(null, true);
         } catch (err) {
           const why = err instanceof KizunaError ? err.message : String(err);
@@ -66,7 +85,10 @@ export class EmbeddedBroker {
       // A publish with a wildcard in its topic name is a protocol violation; refuse it here so it
       // never reaches a subscriber as a topic nobody can parse safely. Then the identity's rules.
       authorizePublish: (client, packet, callback) => {
-        if (packet.topic.startsWith('$SYS') || /[+#\u0000]/.test(packet.topic)) return callback(new Error('forbidden topic'));
+        if (packet.topic.startsWith('$SYS') || /[+#\u0000]/.test(packet.topic)) {
+          if (client) deny({ kind: 'publish', clientId: client.id, why: `forbidden topic ${JSON.stringify(packet.topic.slice(0, 100))}` });
+          return callback(new Error('forbidden topic'));
+        }
         if (!client || !security) return callback(null); // published inside the broker: the dispatcher
         if (packet.topic === topics.revoked(security.mesh) && security.acceptRevocations) {
           // Whoever publishes it, only the mesh's signature counts.

@@ -16,7 +16,7 @@ import { EventEmitter, once } from 'node:events';
 import type { Logger } from '../agent/log.js';
 import { KizunaError } from '../mesh/errors.js';
 import type { EmbeddedBroker } from './embedded.js';
-import { GuardedConnection, type GuardLimits, type Violation } from './packet-guard.js';
+import { Allowances, GuardedConnection, type GuardLimits, type Violation } from './packet-guard.js';
 
 const PIPED = 0x50; // 'P'
 const TLS_HANDSHAKE = 0x16; // the first byte of a TLS ClientHello
@@ -50,6 +50,8 @@ export class MeshListener extends EventEmitter {
   /** Connections routed to the broker or piped, so a change of broker can close them. */
   private readonly routed = new Set<net.Socket>();
   private secure?: tls.SecureContext;
+  /** Publish allowances per identity, across connections and reconnections. */
+  private allowances?: Allowances;
 
   private constructor(
     private readonly server: net.Server,
@@ -98,7 +100,11 @@ export class MeshListener extends EventEmitter {
 
   private accept(socket: net.Socket): void {
     socket.on('error', (err) => this.options.log.debug(`connection error: ${err.message}`));
+    // A connection that never says anything is closed: it would hold a descriptor for ever.
+    const silent = setTimeout(() => socket.destroy(), this.options.holdTimeoutMs ?? 10_000);
+    socket.once('close', () => clearTimeout(silent));
     socket.once('data', (chunk: Buffer) => {
+      clearTimeout(silent);
       socket.pause();
       if (chunk[0] === 0x4b /* K */ && this.options.onHello) return this.options.onHello(socket);
       const piped = chunk[0] === PIPED;
@@ -153,7 +159,8 @@ export class MeshListener extends EventEmitter {
         conn.on('error', (err) => this.options.log.debug(`tls: ${err.message}`));
       }
       const guard = this.options.guard;
-      route.broker.handle(guard ? new GuardedConnection(conn, guard, (v) => this.refused(socket, v)) : conn);
+      if (guard) this.allowances ??= new Allowances(guard);
+      route.broker.handle(guard ? new GuardedConnection(conn, guard, (v) => this.refused(socket, v), this.allowances) : conn);
       socket.resume();
       return;
     }

@@ -23,6 +23,56 @@ export type Violation = { kind: 'too-large'; bytes: number } | { kind: 'flood'; 
 
 const PUBLISH = 3;
 
+/** A token bucket: one token per PUBLISH, refilled at `perSecond` up to `burst`. */
+export class TokenBucket {
+  private tokens: number;
+  private last: number;
+
+  constructor(
+    readonly perSecond: number,
+    private readonly burst: number,
+    private readonly now: () => number = () => performance.now(),
+  ) {
+    this.tokens = burst;
+    this.last = now();
+  }
+
+  take(): boolean {
+    const now = this.now();
+    this.tokens = Math.min(this.burst, this.tokens + ((now - this.last) / 1000) * this.perSecond);
+    this.last = now;
+    if (this.tokens < 1) return false;
+    this.tokens -= 1;
+    return true;
+  }
+}
+
+/** Publishes a connection may make before it has said who it is (CONNECT is not one). */
+export const UNIDENTIFIED_BURST = 20;
+
+/**
+ * One allowance per identity, shared by all its connections: a client that is cut off and
+ * reconnects at once does not get a fresh burst. Bounded: the least recently used are forgotten.
+ */
+export class Allowances {
+  private readonly buckets = new Map<string, TokenBucket>();
+
+  constructor(
+    private readonly limits: GuardLimits,
+    private readonly now: () => number = () => performance.now(),
+    private readonly max = 10_000,
+  ) {}
+
+  of(identity: string): TokenBucket {
+    let b = this.buckets.get(identity);
+    if (b) this.buckets.delete(identity);
+    else b = new TokenBucket(this.limits.publishPerSecond, this.limits.publishBurst, this.now);
+    this.buckets.set(identity, b);
+    while (this.buckets.size > this.max) this.buckets.delete(this.buckets.keys().next().value!);
+    return b;
+  }
+}
+
 /** The byte scanner, separate from the stream so it can be tested alone. */
 export class PacketScanner {
   private state: 'type' | 'length' | 'body' = 'type';
@@ -31,15 +81,15 @@ export class PacketScanner {
   private multiplier = 1;
   private lengthBytes = 0;
   private left = 0;
-  private tokens: number;
-  private last: number;
+  /** The allowance publishes are counted against: the connection's own, then its identity's. */
+  bucket: TokenBucket;
 
   constructor(
     private readonly limits: GuardLimits,
-    private readonly now: () => number = () => performance.now(),
+    now: () => number = () => performance.now(),
+    bucket?: TokenBucket,
   ) {
-    this.tokens = limits.publishBurst;
-    this.last = now();
+    this.bucket = bucket ?? new TokenBucket(limits.publishPerSecond, limits.publishBurst, now);
   }
 
   /** Scans the next bytes; returns the first violation, or undefined. */
@@ -77,14 +127,8 @@ export class PacketScanner {
     return undefined;
   }
 
-  /** A token bucket: one token per PUBLISH, refilled at publishPerSecond up to publishBurst. */
   private spend(): Violation | undefined {
-    const now = this.now();
-    this.tokens = Math.min(this.limits.publishBurst, this.tokens + ((now - this.last) / 1000) * this.limits.publishPerSecond);
-    this.last = now;
-    if (this.tokens < 1) return { kind: 'flood', rate: this.limits.publishPerSecond };
-    this.tokens -= 1;
-    return undefined;
+    return this.bucket.take() ? undefined : { kind: 'flood', rate: this.bucket.perSecond };
   }
 }
 
@@ -99,10 +143,14 @@ export class GuardedConnection extends Duplex {
     private readonly socket: net.Socket,
     limits: GuardLimits,
     onViolation: (v: Violation) => void,
+    private readonly allowances?: Allowances,
   ) {
     super({ allowHalfOpen: false });
-    this.scanner = new PacketScanner(limits);
+    // Until the broker knows who this is, a small allowance of its own: a CONNECT followed by a
+    // flood in one write spends no one's burst.
+    this.scanner = new PacketScanner(limits, undefined, allowances ? new TokenBucket(limits.publishPerSecond, Math.min(limits.publishBurst, UNIDENTIFIED_BURST)) : undefined);
     socket.on('data', (chunk: Buffer) => {
+      if (socket.destroyed) return; // TLS may still hand over records it had decrypted: one cut-off, one report
       const violation = this.scanner.scan(chunk);
       if (violation) {
         onViolation(violation);
@@ -114,6 +162,11 @@ export class GuardedConnection extends Duplex {
     socket.once('end', () => this.push(null));
     socket.once('close', () => this.destroy());
     socket.on('error', (err) => this.destroy(err));
+  }
+
+  /** The broker authenticated the client: its publishes now count against its identity's allowance. */
+  identified(identity: string): void {
+    if (this.allowances) this.scanner.bucket = this.allowances.of(identity);
   }
 
   override _read(): void {

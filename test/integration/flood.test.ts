@@ -14,9 +14,9 @@
  * OVERLOADED reply): ~100-150 ms during which an unlucky request waits, more when the attackers
  * (on this machine's same two cores) take the CPU. The 500 ms covers that several times over.
  *
- * The todo tests after it show what the flood found, each with its cause in its todo: a flooder
- * that reconnects after every cut-off, an app taking a board's MQTT client id, sockets that never
- * send a byte, and a cut-off reported more than once over TLS.
+ * The tests after it hold what the flood found (and what was fixed): a flooder that reconnects
+ * after every cut-off stays within one allowance, an app cannot take a board's MQTT client id,
+ * sockets that never send a byte are closed, and a cut-off over TLS is reported once.
  *
  * Flags: KZ_FLOOD_VERBOSE=1 prints every figure of the run.
  */
@@ -107,9 +107,6 @@ test(
   'a flooder that reconnects at once after each cut-off is held to its publish allowance across connections',
   {
     timeout: 60_000,
-    todo:
-      'the publish allowance is a token bucket per TCP connection (broker/packet-guard.ts, one PacketScanner per GuardedConnection): ' +
-      'each new connection of the same app starts with a full --publish-burst, so reconnecting after every cut-off multiplies the allowance',
   },
   async (t) => {
     const lab = await FloodLab.start({ baselineMs: 1000, attackMs: 4000, afterMs: 500, only: ['flooder'], flooderReconnectMs: 0 }, digits);
@@ -130,9 +127,6 @@ test(
   "an app cannot take over a board's or another app's MQTT client id",
   {
     timeout: 60_000,
-    todo:
-      'broker/embedded.ts authenticates the token but not the client id: any app may CONNECT as kizuna-agent-<node> (or kizuna-<app>), ' +
-      'aedes then closes the holder and publishes its will, so the board is marked offline and requests get KZ_ERR_UNKNOWN_MODEL',
   },
   async (t) => {
     const lab = await FloodLab.start({ baselineMs: 500 }, digits);
@@ -167,9 +161,6 @@ test(
   'a connection that never sends a byte is closed, as a held one is, within 10 s',
   {
     timeout: 30_000,
-    todo:
-      'broker/listener.ts accept() waits for the first chunk with no timeout (only held connections have holdTimeoutMs, and aedes starts ' +
-      'its 30 s CONNECT timeout only once it is handed the socket): anyone who reaches the port can keep any number of sockets open for good',
   },
   async (t) => {
     const root = fs.mkdtempSync(path.join(os.tmpdir(), 'kizuna-flood-silent-'));
@@ -194,9 +185,6 @@ test(
   'a connection cut off for flooding is cut off, and reported, once',
   {
     timeout: 30_000,
-    todo:
-      "broker/packet-guard.ts GuardedConnection goes on scanning 'data' after it destroyed the socket; over TLS the TLSSocket still emits " +
-      "records it had decrypted, so one flooder is reported 2-3 times ('refused' events, 'cut off' log lines)",
   },
   async (t) => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kizuna-flood-once-'));
