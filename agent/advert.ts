@@ -3,6 +3,7 @@
  * on its mesh port (static discovery), and in its retained status on the broker. Everything the
  * election ranks by is here, so every agent ranks from the same facts.
  */
+import { MAX_ADDRESSES } from '../mesh/status.js';
 import { isSegment, PROTOCOL_VERSION } from '../mesh/topics.js';
 
 export type Role = 'joining' | 'agent' | 'standby' | 'broker';
@@ -69,6 +70,7 @@ export function advertFromTxt(txt: Record<string, unknown>, addresses: string[])
   return validAdvert(candidate) ? candidate : undefined;
 }
 
+/** Bounds as in a node status (mesh/status.ts), so an advert and a status rank a board alike. */
 export function validAdvert(a: Partial<Record<keyof Advert, unknown>>): a is Advert {
   return (
     a.v === PROTOCOL_VERSION &&
@@ -78,10 +80,10 @@ export function validAdvert(a: Partial<Record<keyof Advert, unknown>>): a is Adv
     ROLES.includes(a.role as Role) &&
     Number.isSafeInteger(a.term) && (a.term as number) >= 0 &&
     Number.isInteger(a.port) && (a.port as number) > 0 && (a.port as number) < 65536 &&
-    Array.isArray(a.addresses) && a.addresses.every((x) => typeof x === 'string') &&
+    Array.isArray(a.addresses) && a.addresses.length <= MAX_ADDRESSES && a.addresses.every((x) => typeof x === 'string' && x.length <= 256) &&
     typeof a.eligible === 'boolean' &&
-    Number.isSafeInteger(a.ramMiB) &&
-    Number.isSafeInteger(a.cores) &&
+    Number.isSafeInteger(a.ramMiB) && (a.ramMiB as number) >= 0 &&
+    Number.isSafeInteger(a.cores) && (a.cores as number) >= 0 &&
     typeof a.throttled === 'boolean'
   );
 }

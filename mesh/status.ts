@@ -9,6 +9,9 @@ import { Type, type Static } from '@sinclair/typebox';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
 import { nestedDeeperThan } from './schemas.js';
 
+/** A board lists every IPv4 address it has (agent/self.ts): bridges and VPNs add some. */
+export const MAX_ADDRESSES = 256;
+
 const Count = Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER });
 const SafeInteger = Type.Integer({ minimum: Number.MIN_SAFE_INTEGER, maximum: Number.MAX_SAFE_INTEGER });
 
@@ -49,7 +52,7 @@ export const NodeStatusSchema = Type.Object({
   role: Type.Optional(Type.Union([Type.Literal('joining'), Type.Literal('agent'), Type.Literal('standby'), Type.Literal('broker')])),
   term: Type.Optional(Count),
   port: Type.Optional(Type.Integer({ minimum: 0, maximum: 65535 })),
-  addresses: Type.Optional(Type.Array(Type.String({ maxLength: 256 }), { maxItems: 64 })),
+  addresses: Type.Optional(Type.Array(Type.String({ maxLength: 256 }), { maxItems: MAX_ADDRESSES })),
   eligible: Type.Optional(Type.Boolean()),
   ramMiB: Type.Optional(Count),
   cores: Type.Optional(Count),
