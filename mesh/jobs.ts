@@ -73,8 +73,11 @@ export function decodeJob(payload: Uint8Array, limits: JobLimits): Job {
   }
   const { items, from, ...options } = msg;
   if ((from ?? 0) > items.length) throw new KizunaError('KZ_ERR_BAD_REQUEST', `job "from" ${from} is past its ${items.length} inputs`);
-  const deep = items.findIndex((item) => nestedDeeperThan(item, ITEM_MAX_DEPTH));
-  if (deep >= 0) throw new KizunaError('KZ_ERR_BAD_REQUEST', `job input ${deep} nests deeper than ${ITEM_MAX_DEPTH} levels`);
+  // One walk over all items (the list is a level of its own); which item, only when one is too deep.
+  if (nestedDeeperThan(items, ITEM_MAX_DEPTH + 1)) {
+    const deep = items.findIndex((item) => nestedDeeperThan(item, ITEM_MAX_DEPTH));
+    throw new KizunaError('KZ_ERR_BAD_REQUEST', `job input ${deep} nests deeper than ${ITEM_MAX_DEPTH} levels`);
+  }
   return { items: items as JobItem[], options, from: from ?? 0 };
 }
 

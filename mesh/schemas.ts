@@ -92,21 +92,20 @@ export function firstError(
 
 /**
  * Whether a parsed JSON value nests arrays/objects more than `limit` levels deep (an object or array
- * is level 1, its object or array members level 2, ...). It walks with an explicit stack, never
- * recursion, so asking about a value of any depth is safe; values that pass can then be walked,
+ * is level 1, its object or array members level 2, ...). It walks one level at a time, never
+ * recursing, so asking about a value of any depth is safe; values that pass can then be walked,
  * copied or serialised recursively.
  */
 export function nestedDeeperThan(value: unknown, limit: number): boolean {
-  if (typeof value !== 'object' || value === null) return false;
-  if (limit < 1) return true;
-  const stack: { v: object; depth: number }[] = [{ v: value, depth: 1 }];
-  for (let top = stack.pop(); top; top = stack.pop()) {
-    const members: unknown[] = Array.isArray(top.v) ? top.v : Object.values(top.v);
-    for (const m of members) {
-      if (typeof m !== 'object' || m === null) continue;
-      if (top.depth >= limit) return true;
-      stack.push({ v: m, depth: top.depth + 1 });
+  let level: object[] = typeof value === 'object' && value !== null ? [value] : [];
+  for (let depth = 1; level.length > 0; depth++) {
+    if (depth > limit) return true;
+    const next: object[] = [];
+    for (const v of level) {
+      const members: unknown[] = Array.isArray(v) ? v : Object.values(v);
+      for (const m of members) if (typeof m === 'object' && m !== null) next.push(m);
     }
+    level = next;
   }
   return false;
 }
