@@ -280,7 +280,7 @@ export class Jobs {
         return;
       }
       job.refusedBy.delete(index);
-      if (!job.ledger.accept(index - job.from, { index, agent: check.agent, ...r })) return;
+      if (!job.ledger.accept(index - job.from, { ...r, index, agent: check.agent })) return;
       if (!r.ok) job.failed++;
       job.byAgent[check.agent] = (job.byAgent[check.agent] ?? 0) + 1;
     });
