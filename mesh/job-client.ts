@@ -161,8 +161,8 @@ export class JobRun implements AsyncIterable<JobItemResult> {
 
 function toItem(job: string, r: JobResultItem): JobItemResult {
   if (!r.ok) return { index: r.index, error: new KizunaError(r.error.code, r.error.message) };
-  const outputs: Record<string, Tensor> = {};
-  for (const [name, t] of Object.entries(r.outputs ?? {})) outputs[name] = tensorFromJson(name, t, Number.MAX_SAFE_INTEGER);
+  // fromEntries, not assignment: an output named "__proto__" stays an output.
+  const outputs: Record<string, Tensor> = Object.fromEntries(Object.entries(r.outputs ?? {}).map(([name, t]) => [name, tensorFromJson(name, t, Number.MAX_SAFE_INTEGER)]));
   const result = {
     id: `${job}:${r.index}`,
     model: r.model,

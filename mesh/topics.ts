@@ -196,7 +196,8 @@ export function parseJobTopic(topic: string): ReturnType<typeof parseRequestTopi
   return parseRequestTopic(parts.join('/'));
 }
 
-const RANGE = /^(\d{1,9})-(\d{1,9})$/;
+/** start-end, decimal without leading zeros: one spelling per shard. */
+const RANGE = /^(0|[1-9]\d{0,8})-(0|[1-9]\d{0,8})$/;
 
 function parseRange(segment: string): { start: number; end: number } | undefined {
   const m = RANGE.exec(segment);

@@ -40,22 +40,22 @@ class OnnxSession implements ModelSession {
   }
 
   async run(feeds: Record<string, Tensor>): Promise<Record<string, Tensor>> {
-    const ortFeeds: Record<string, import('onnxruntime-node').Tensor> = {};
-    for (const [name, t] of Object.entries(feeds)) {
-      ortFeeds[name] = new this.rt.Tensor(t.dtype, t.data as never, t.shape);
-    }
+    // Built with fromEntries, not assignment: an input named "__proto__" stays an input.
+    const ortFeeds: Record<string, import('onnxruntime-node').Tensor> = Object.fromEntries(
+      Object.entries(feeds).map(([name, t]) => [name, new this.rt.Tensor(t.dtype, t.data as never, t.shape)]),
+    );
     let results;
     try {
       results = await this.session.run(ortFeeds);
     } catch (err) {
       throw new KizunaError('KZ_ERR_INFERENCE', (err as Error).message, { cause: err });
     }
-    const out: Record<string, Tensor> = {};
-    for (const [name, t] of Object.entries(results)) {
-      if (!isDType(t.type)) throw new KizunaError('KZ_ERR_INFERENCE', `output ${name} has unsupported dtype ${t.type}`);
-      out[name] = { dtype: t.type, shape: [...t.dims], data: t.data as TensorData };
-    }
-    return out;
+    return Object.fromEntries(
+      Object.entries(results).map(([name, t]) => {
+        if (!isDType(t.type)) throw new KizunaError('KZ_ERR_INFERENCE', `output ${name} has unsupported dtype ${t.type}`);
+        return [name, { dtype: t.type, shape: [...t.dims], data: t.data as TensorData }];
+      }),
+    );
   }
 
   async release(): Promise<void> {

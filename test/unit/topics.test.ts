@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { KizunaError } from '../../mesh/errors.js';
-import { ROOT, assertSegment, isSegment, parseNodeStatusTopic, parseRequestTopic, topics } from '../../mesh/topics.js';
+import { ROOT, assertSegment, isSegment, parseNodeStatusTopic, parseRequestTopic, parseShardResultTopic, parseShardTopic, topics } from '../../mesh/topics.js';
 
 const BAD_SEGMENTS: [string, string][] = [
   ['empty', ''],
@@ -174,3 +174,13 @@ test(
     assert.equal(parseNodeStatusTopic('kizuna/v1/home/node/a..b/status'), undefined);
   },
 );
+
+test('a shard has one spelling: ranges are start < end, decimal, without leading zeros', () => {
+  const ref = { model: 'digits', client: 'cam', job: 'j1', start: 0, end: 12 };
+  assert.deepEqual(parseShardTopic(topics.shard('home', 'pi-1', ref)), { mesh: 'home', node: 'pi-1', ...ref });
+  assert.deepEqual(parseShardResultTopic(topics.shardResult('home', ref)), { client: 'cam', job: 'j1', start: 0, end: 12 });
+  for (const range of ['00-12', '0-012', '01-2', '5-5', '6-5', '-1-2', '1e3-2000', '0x1-2', '1-', '1']) {
+    assert.equal(parseShardTopic(`kizuna/v1/home/shard/pi-1/digits/cam/j1/${range}`), undefined, range);
+    assert.equal(parseShardResultTopic(`kizuna/v1/home/shardres/cam/j1/${range}`), undefined, range);
+  }
+});
