@@ -36,6 +36,7 @@ import { KizunaError } from '../mesh/errors.js';
 import { createLogger, type Logger } from './log.js';
 import { Worker } from './worker.js';
 import { isLoopback, listenHost, meshSecurity, type AgentSecurity } from './security.js';
+import { isRevoked } from './credentials.js';
 import fs from 'node:fs';
 import path from 'node:path';
 
@@ -192,7 +193,7 @@ export class Agent {
     });
     const alone = !this.deps.discovery && !mdns && !peers.length;
     const security = this.security;
-    const electorate = security ? withoutRevoked(this.discovery, (node) => security.creds.revoked.entries.includes(`board:${node}`)) : this.discovery;
+    const electorate = security ? withoutRevoked(this.discovery, (node) => isRevoked(security.creds, 'board', node)) : this.discovery;
     this.coordinator = new Coordinator(electorate, this.coordinatorHost(), {
       self: () => this.advert(),
       formationMs: alone ? 0 : config.formationMs,
@@ -337,7 +338,7 @@ export class Agent {
     // Kept on every board, so whichever becomes broker next still refuses the revoked.
     if (this.security && topic === topics.revoked(this.config.mesh)) {
       if (this.security.onRevocations(payload)) this.log.info(`revocation list ${this.security.creds.revoked.seq}: ${this.security.creds.revoked.entries.join(', ')}`);
-      if (this.security.creds.revoked.entries.includes(`board:${this.node}`) && !this.stopping) {
+      if (isRevoked(this.security.creds, 'board', this.node) && !this.stopping) {
         const err = new KizunaError('KZ_ERR_UNAUTHORIZED', `this board (${this.node}) is revoked from mesh ${this.config.mesh}: stopping`);
         this.log.error(err.message);
         // No goodbyes: the mesh refuses this board's connection now, so a clean stop would wait forever.

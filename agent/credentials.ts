@@ -17,7 +17,7 @@ import crypto, { X509Certificate, type KeyObject } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { KizunaError } from '../mesh/errors.js';
-import { signToken, verifyToken, type TokenClaims, type TokenKind } from '../mesh/tokens.js';
+import { revocationKey, signToken, verifyToken, type TokenClaims, type TokenKind } from '../mesh/tokens.js';
 import { assertSegment } from '../mesh/topics.js';
 import { createCA, generateKeyPair, issueCert } from '../mesh/x509.js';
 
@@ -206,4 +206,8 @@ export function storeRevocations(creds: MeshCredentials, payload: Buffer): boole
 
 export function revokedSet(creds: MeshCredentials): Set<string> {
   return new Set(creds.revoked.entries);
+}
+
+export function isRevoked(creds: MeshCredentials, kind: TokenKind, name: string): boolean {
+  return creds.revoked.entries.includes(revocationKey(kind, name));
 }

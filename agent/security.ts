@@ -4,11 +4,11 @@
  * mesh is open: allowed on loopback (the demo, tests) and, said loudly, with --insecure.
  */
 import type { BrokerSecurity } from '../broker/embedded.js';
-import type { Identity } from '../broker/acl.js';
+import { identityKey } from '../broker/acl.js';
 import { KizunaError } from '../mesh/errors.js';
 import { verifyToken } from '../mesh/tokens.js';
 import type { Config } from './config.js';
-import { joinMesh, loadCredentials, revokedSet, storeRevocations, type MeshCredentials } from './credentials.js';
+import { isRevoked, joinMesh, loadCredentials, revokedSet, storeRevocations, type MeshCredentials } from './credentials.js';
 import type { Logger } from './log.js';
 
 export interface AgentSecurity {
@@ -43,17 +43,13 @@ export function meshSecurity(config: Config, log: Logger): AgentSecurity | undef
     return undefined;
   }
   if (!creds.board || !creds.boardToken) throw new KizunaError('KZ_ERR_CONFIG', `${creds.dir} has the mesh key but no board.token: run kizuna join TOKEN`);
-  if (creds.revoked.entries.includes(`board:${creds.board.sub}`)) {
+  if (isRevoked(creds, 'board', creds.board.sub)) {
     throw new KizunaError('KZ_ERR_UNAUTHORIZED', `this board (${creds.board.sub}) is revoked from mesh ${config.mesh}`);
   }
   if (config.node && config.node !== creds.board.sub) {
     throw new KizunaError('KZ_ERR_CONFIG', `--node ${config.node} differs from this board's token (board ${creds.board.sub})`);
   }
   const mesh = config.mesh;
-  const revokedIdentity = (id: Identity) => {
-    const set = revokedSet(creds);
-    return id.kind === 'board' ? set.has(`board:${id.node}`) : id.kind === 'app' ? set.has(`app:${id.name}`) : false;
-  };
   return {
     creds,
     node: creds.board.sub,
@@ -66,7 +62,7 @@ export function meshSecurity(config: Config, log: Logger): AgentSecurity | undef
         return claims.kind === 'board' ? { kind: 'board', node: claims.sub } : { kind: 'app', name: claims.sub };
       },
       acceptRevocations: (payload) => storeRevocations(creds, payload),
-      isRevoked: revokedIdentity,
+      isRevoked: (id) => id.kind !== 'open' && creds.revoked.entries.includes(identityKey(id)),
     },
   };
 }

@@ -14,11 +14,16 @@
  * An "open" identity (a mesh run without credentials, on loopback only) may do anything.
  */
 import { ROOT, topicMatches } from '../mesh/topics.js';
+import { revocationKey } from '../mesh/tokens.js';
 
 export type Identity =
   | { kind: 'board'; node: string }
   | { kind: 'app'; name: string }
   | { kind: 'open' };
+
+/** One string per identity: `board:<node>`, `app:<name>` (as revocation lists name them), or `open`. */
+export const identityKey = (id: Identity): string =>
+  id.kind === 'board' ? revocationKey('board', id.node) : id.kind === 'app' ? revocationKey('app', id.name) : 'open';
 
 export type Verdict = { ok: true } | { ok: false; why: string };
 

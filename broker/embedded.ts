@@ -6,7 +6,7 @@ import type { Duplex } from 'node:stream';
 import { Aedes, type Client } from 'aedes';
 import type { Logger } from '../agent/log.js';
 import { KizunaError } from '../mesh/errors.js';
-import { mayPublish, maySubscribe, type Identity } from './acl.js';
+import { identityKey, mayPublish, maySubscribe, type Identity } from './acl.js';
 import { topics } from '../mesh/topics.js';
 
 /**
@@ -29,7 +29,6 @@ export interface BrokerSecurity {
 /** Agents connect as `kizuna-agent-<node>` (agent/broker-role.ts agentClientId). */
 const AGENT_ID_PREFIX = 'kizuna-agent-';
 
-const identityKey = (id: Identity): string => (id.kind === 'board' ? `board:${id.node}` : id.kind === 'app' ? `app:${id.name}` : 'open');
 
 /** Refusals, for the logs and the tests: a connection refused, a publish or subscription denied. */
 export type Denial = { kind: 'connect' | 'publish' | 'subscribe'; clientId: string; why: string };

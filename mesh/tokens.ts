@@ -29,6 +29,9 @@ export interface TokenClaims {
 }
 
 const PREFIX = 'kz1';
+
+/** How a board or app is named in a revocation list (and keyed anywhere one identity is meant). */
+export const revocationKey = (kind: TokenKind, sub: string): string => `${kind}:${sub}`;
 const b64url = (b: Buffer | string) => Buffer.from(b).toString('base64url');
 
 export function signToken(claims: Omit<TokenClaims, 'v' | 'jti' | 'iat'> & { iat?: number; jti?: string }, key: KeyObject): string {
@@ -77,6 +80,6 @@ export function verifyToken(
   if (c.mesh !== expect.mesh) throw deny(`the token is for mesh ${JSON.stringify(c.mesh)}, not ${expect.mesh}`);
   const now = expect.nowS ?? Math.floor(Date.now() / 1000);
   if (c.exp !== undefined && !(Number.isSafeInteger(c.exp) && c.exp > now)) throw deny('the token has expired');
-  if (expect.revoked?.has(c.jti) || expect.revoked?.has(`${c.kind}:${c.sub}`)) throw deny(`the token of ${c.kind} ${c.sub} is revoked`);
+  if (expect.revoked?.has(c.jti) || expect.revoked?.has(revocationKey(c.kind, c.sub))) throw deny(`the token of ${c.kind} ${c.sub} is revoked`);
   return c as TokenClaims;
 }

@@ -11,6 +11,7 @@ import { parseArgs } from 'node:util';
 import { KizunaError } from '../../mesh/errors.js';
 import { Transport } from '../../mesh/mqtt.js';
 import { topics } from '../../mesh/topics.js';
+import { revocationKey } from '../../mesh/tokens.js';
 import { loadConfig } from '../config.js';
 import { credentialsDir, initMesh, issueToken, joinMesh, joinToken, loadCredentials, revoke } from '../credentials.js';
 import { loadNodeId } from '../identity.js';
@@ -68,7 +69,7 @@ export async function revokeCommand(argv: string[]): Promise<number> {
   const kind = kindOf(positionals[0]);
   const name = positionals[1];
   if (!name) throw new KizunaError('KZ_ERR_CONFIG', `usage: kizuna revoke ${kind} NAME`);
-  const { list, payload } = revoke(creds, `${kind}:${name}`);
+  const { list, payload } = revoke(creds, revocationKey(kind, name));
   console.log(`revoked ${kind} ${name} (list ${list.seq}: ${list.entries.join(', ')})`);
   // Tell the mesh: any board's port reaches its broker, which checks the signature, keeps the
   // list retained and disconnects the revoked. Every board keeps a copy for later failovers.
