@@ -88,6 +88,8 @@ interface JobState {
   items: JobItem[];
   /** bytes[i]: the size of items 0..i-1 on the wire, so shards can be cut to a byte budget. */
   bytes: Float64Array;
+  /** Bytes a shard's items may take: the shard limit less the envelope and the job's options. */
+  shardBudget: number;
   payloadBytes: number;
   options: JobOptions;
   from: number;
@@ -226,7 +228,8 @@ export class Jobs {
     }
     const now = this.o.now();
     const state: JobState = {
-      key, req, items: job.items, bytes: prefixBytes(job.items), payloadBytes: payload.length, options: job.options, from: job.from, total: job.items.length,
+      key, req, items: job.items, bytes: prefixBytes(job.items), payloadBytes: payload.length,
+      shardBudget: Math.max(1, (this.o.maxShardBytes ?? 4 << 20) - (encodeShard([], job.options).length - 1)), options: job.options, from: job.from, total: job.items.length,
       ledger: new Ledger(job.items.length - job.from), pending: new Ranges(job.from, job.items.length),
       // Copies already running keep their slots and their results still count.
       flights: existing?.flights ?? new Map(), running: new Uint8Array(job.items.length),
@@ -368,10 +371,10 @@ export class Jobs {
         const list = boardsOf(job.req.model);
         const skip = excluded.get(job) ?? [];
         excluded.set(job, skip);
+        const rate = list.reduce((sum, b) => sum + b.rate, 0);
         for (let guard = 0; guard < list.length + 1; guard++) {
           const board = pickBoard(list, skip);
           if (!board) break;
-          const rate = list.reduce((sum, b) => sum + b.rate, 0);
           // Shards shrink as the work left for this model (in every job) runs out, not each job's
           // (a batch sends its next job before the current one ends).
           const size = shardSize(board.ms, rate > 0 ? board.rate / rate : 1, this.pendingOf(job.req.model), this.sizing);
@@ -499,8 +502,7 @@ export class Jobs {
         continue;
       }
       if (refused(first)) return undefined;
-      const wrapper = encodeShard([], job.options).length - 1;
-      const fits = fitting(job.bytes, first, Math.max(1, (this.o.maxShardBytes ?? 4 << 20) - wrapper));
+      const fits = fitting(job.bytes, first, job.shardBudget);
       const taken = job.pending.take(Math.min(size, fits))!;
       let end = taken.start + 1;
       while (end < taken.end && !skip(end) && !refused(end)) end++;
