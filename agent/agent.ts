@@ -37,8 +37,6 @@ import { createLogger, type Logger } from './log.js';
 import { Worker } from './worker.js';
 import { isLoopback, listenHost, meshSecurity, type AgentSecurity } from './security.js';
 import { isRevoked } from './credentials.js';
-import fs from 'node:fs';
-import path from 'node:path';
 
 export interface MeshView {
   broker: string | null;
@@ -257,7 +255,7 @@ export class Agent {
       becomeBroker: async (term, failed) => {
         const self = this.advert();
         const record = { v: 1 as const, node: this.node, term, host: self.addresses[0] ?? '127.0.0.1', port: self.port, since: Date.now() };
-        const revocations = this.security && this.security.creds.revoked.seq > 0 ? fs.readFileSync(path.join(this.security.creds.dir, 'revoked.json')) : undefined;
+        const revocations = this.security?.creds.revokedPayload;
         this.brokerRole = await BrokerRole.start({
           mesh: config.mesh, self: this.node, record, mirror: this.roster, failed, rejoinGraceMs: config.rejoinGraceMs, log: log.child('broker'),
           ...(this.security ? { security: this.security.broker } : {}), ...(revocations ? { revocations } : {}),

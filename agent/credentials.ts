@@ -33,6 +33,8 @@ export interface MeshCredentials {
   /** TLS: the CA certificate, and this board's certificate and key (PEM). */
   tls?: { ca: string; cert: string; key: string };
   revoked: RevocationList;
+  /** That list as signed (what a broker keeps retained for the others); absent before the first. */
+  revokedPayload?: Buffer;
 }
 
 export interface RevocationList {
@@ -66,12 +68,15 @@ export function loadCredentials(dataDir: string, mesh: string): MeshCredentials 
   const publicKey = crypto.createPublicKey(pub);
   const authority = readIf(path.join(dir, 'authority.key'));
   const boardToken = readIf(path.join(dir, 'board.token'))?.trim();
-  const revoked = parseRevocations(readIf(path.join(dir, 'revoked.json')), publicKey, mesh) ?? { v: 1 as const, mesh, seq: 0, entries: [] };
+  const signed = readIf(path.join(dir, 'revoked.json'));
+  const parsed = parseRevocations(signed, publicKey, mesh);
+  const revoked = parsed ?? { v: 1 as const, mesh, seq: 0, entries: [] };
   const board = boardToken ? verifyToken(boardToken, publicKey, { mesh }) : undefined;
   const [ca, cert, key] = ['ca.pem', 'board.pem', 'board.key'].map((f) => readIf(path.join(dir, f)));
   if (board && board.kind !== 'board') throw new KizunaError('KZ_ERR_CONFIG', `${dir}/board.token is an ${board.kind} token, not a board's`);
   return {
     mesh, dir, publicKey, revoked,
+    ...(parsed && signed ? { revokedPayload: Buffer.from(signed) } : {}),
     ...(authority ? { authorityKey: crypto.createPrivateKey(authority) } : {}),
     ...(boardToken && board ? { boardToken, board } : {}),
     ...(ca && cert && key ? { tls: { ca, cert, key } } : {}),
@@ -200,6 +205,7 @@ export function storeRevocations(creds: MeshCredentials, payload: Buffer): boole
   const list = parseRevocations(payload, creds.publicKey, creds.mesh);
   if (!list || list.seq <= creds.revoked.seq) return false;
   creds.revoked = list;
+  creds.revokedPayload = payload;
   write(path.join(creds.dir, 'revoked.json'), payload.toString(), 0o644);
   return true;
 }
