@@ -28,7 +28,8 @@
 import crypto from 'node:crypto';
 import mqtt, { type MqttClient } from 'mqtt';
 import { badCases, type BadCase } from './flood-cases.js';
-import { RawConn, publishPacket, remainingLength, subscribePacket, type WireTls } from './flood-wire.js';
+import { RawConn, publishPacket, subscribePacket, type WireTls } from './flood-wire.js';
+import { remainingLength } from './raw-mqtt.js';
 import { signToken } from '../../mesh/tokens.js';
 
 export interface AttackPlan {

@@ -7,6 +7,7 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import { once } from 'node:events';
+import { packet, str } from './raw-mqtt.js';
 
 /**
  * TLS to a mesh's broker: its CA, and no check of the host name (attackers need no more; apps
@@ -15,24 +16,6 @@ import { once } from 'node:events';
 export interface WireTls {
   ca: string;
 }
-
-export function remainingLength(n: number): Buffer {
-  const bytes: number[] = [];
-  do {
-    let b = n % 128;
-    n = Math.floor(n / 128);
-    if (n > 0) b |= 0x80;
-    bytes.push(b);
-  } while (n > 0);
-  return Buffer.from(bytes);
-}
-
-const str = (s: string | Buffer) => {
-  const b = Buffer.isBuffer(s) ? s : Buffer.from(s);
-  return Buffer.concat([Buffer.from([b.length >> 8, b.length & 0xff]), b]);
-};
-
-export const packet = (first: number, body: Buffer): Buffer => Buffer.concat([Buffer.from([first]), remainingLength(body.length), body]);
 
 export function connectPacket(o: { clientId: string; username?: string; password?: string; keepalive?: number }): Buffer {
   // Flags: clean session (0x02), with a username (0x80) and a password (0x40) when given.

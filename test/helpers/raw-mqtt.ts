@@ -5,7 +5,8 @@
 import net from 'node:net';
 import { once } from 'node:events';
 
-function remainingLength(n: number): Buffer {
+/** MQTT's remaining length: 7 bits per byte, least significant first. */
+export function remainingLength(n: number): Buffer {
   const bytes: number[] = [];
   do {
     let b = n % 128;
@@ -16,12 +17,14 @@ function remainingLength(n: number): Buffer {
   return Buffer.from(bytes);
 }
 
-const str = (s: string) => {
-  const b = Buffer.from(s);
+/** A length-prefixed MQTT string (or bytes). */
+export const str = (s: string | Buffer): Buffer => {
+  const b = Buffer.isBuffer(s) ? s : Buffer.from(s);
   return Buffer.concat([Buffer.from([b.length >> 8, b.length & 0xff]), b]);
 };
 
-const packet = (type: number, body: Buffer) => Buffer.concat([Buffer.from([type]), remainingLength(body.length), body]);
+/** A whole packet: its first byte (type and flags), remaining length, body. */
+export const packet = (first: number, body: Buffer): Buffer => Buffer.concat([Buffer.from([first]), remainingLength(body.length), body]);
 
 /** Connects, publishes one QoS 0 message, and resolves when the broker has closed or kept the socket. */
 export async function rawPublish(port: number, topic: string, payload: Buffer): Promise<{ closedByBroker: boolean }> {

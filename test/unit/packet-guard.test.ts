@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { prng } from '../helpers/prng.js';
 import { PacketScanner, type GuardLimits } from '../../broker/packet-guard.js';
+import { remainingLength } from '../helpers/raw-mqtt.js';
 
 /** An MQTT packet: type nibble, remaining length (1-4 bytes), body. */
 function packet(type: number, bodyLength: number): Buffer {
@@ -10,15 +11,7 @@ function packet(type: number, bodyLength: number): Buffer {
 
 /** A packet's fixed header alone: the type byte and the remaining length. */
 function header(type: number, bodyLength: number): Buffer {
-  const len: number[] = [];
-  let n = bodyLength;
-  do {
-    let b = n % 128;
-    n = Math.floor(n / 128);
-    if (n > 0) b |= 0x80;
-    len.push(b);
-  } while (n > 0);
-  return Buffer.concat([Buffer.from([(type << 4) | (type === 8 ? 2 : 0)]), Buffer.from(len)]);
+  return Buffer.concat([Buffer.from([(type << 4) | (type === 8 ? 2 : 0)]), remainingLength(bodyLength)]);
 }
 
 /** The stream cut into random pieces, as TCP may deliver it. */
