@@ -6,7 +6,6 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { KizunaError } from '../../mesh/errors.js';
 import type { Manifest } from '../../models/manifest.js';
@@ -14,6 +13,7 @@ import { unsafePath } from '../../models/manifest.js';
 import { OnnxEngine } from '../../models/onnx-engine.js';
 import { canonicalJson, signaturePath, signManifest, verifyManifest } from '../../models/signature.js';
 import { ModelStore, PACKAGE_BUILTIN_DIR, readModel, sha256, type TrustPolicy } from '../../models/store.js';
+import { modelFolders } from '../helpers/model-folders.js';
 
 const builtin = (file: string) => fs.readFileSync(path.join(PACKAGE_BUILTIN_DIR, file));
 const DIGITS = JSON.parse(builtin('digits.json').toString()) as Manifest;
@@ -22,19 +22,9 @@ const mesh = crypto.generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
 const rogue = crypto.generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
 const policy: TrustPolicy = { publicKey: mesh.publicKey };
 
-const root = fs.mkdtempSync(path.join(os.tmpdir(), 'kizuna-signature-'));
-test.after(() => fs.rmSync(root, { recursive: true, force: true }));
-let folders = 0;
-/** A new model folder holding these files (objects are written as JSON). */
-function folder(files: Record<string, string | Uint8Array | object>): string {
-  const dir = path.join(root, `models-${folders++}`);
-  fs.mkdirSync(dir);
-  for (const [name, content] of Object.entries(files)) {
-    fs.mkdirSync(path.dirname(path.join(dir, name)), { recursive: true });
-    fs.writeFileSync(path.join(dir, name), typeof content === 'string' || content instanceof Uint8Array ? content : JSON.stringify(content, null, 2));
-  }
-  return dir;
-}
+const folders = modelFolders('signature');
+test.after(() => folders.remove());
+const { folder, root } = folders;
 const sign = (m: object, key = mesh.privateKey) => `${signManifest(m, key)}\n`;
 
 async function storeOf(dirs: string[], trust?: TrustPolicy, t?: { after(fn: () => unknown): void }): Promise<ModelStore> {

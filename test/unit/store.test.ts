@@ -1,7 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { BUILTIN_MODELS_DIR } from '../../agent/config.js';
 import { KizunaError } from '../../mesh/errors.js';
@@ -9,6 +8,7 @@ import type { Engine, ModelSession, SessionOptions } from '../../models/engine.j
 import type { Manifest } from '../../models/manifest.js';
 import { OnnxEngine } from '../../models/onnx-engine.js';
 import { ModelStore, sha256 } from '../../models/store.js';
+import { modelFolders } from '../helpers/model-folders.js';
 
 const builtin = (file: string) => fs.readFileSync(path.join(BUILTIN_MODELS_DIR, file));
 const DIGITS = JSON.parse(builtin('digits.json').toString()) as Manifest;
@@ -16,18 +16,9 @@ const INT8 = JSON.parse(builtin('digits-int8.json').toString()) as Manifest;
 const ONNX = builtin('digits.onnx');
 const ONNX_INT8 = builtin('digits-int8.onnx');
 
-const root = fs.mkdtempSync(path.join(os.tmpdir(), 'kizuna-store-'));
-test.after(() => fs.rmSync(root, { recursive: true, force: true }));
-let folders = 0;
-/** A new model folder holding these files (objects are written as JSON). */
-function folder(files: Record<string, string | Uint8Array | object>): string {
-  const dir = path.join(root, `models-${folders++}`);
-  fs.mkdirSync(dir);
-  for (const [name, content] of Object.entries(files)) {
-    fs.writeFileSync(path.join(dir, name), typeof content === 'string' || content instanceof Uint8Array ? content : JSON.stringify(content));
-  }
-  return dir;
-}
+const folders = modelFolders('store');
+test.after(() => folders.remove());
+const { folder, root } = folders;
 
 /** The real OnnxEngine, counting the sessions it opens and releases. */
 class CountingEngine implements Engine {
