@@ -16,6 +16,16 @@ export async function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promi
   return { code: code as number | null, stdout, stderr };
 }
 
+/** Runs `kizuna ARGS`, asserts it exited 0 (with its stderr in the message), returns its stdout. */
+export async function cliOk(args: string[]): Promise<string> {
+  const r = await runCli(args);
+  if (r.code !== 0) throw new Error(`kizuna ${args.join(' ')} exited with ${r.code}: ${r.stderr}`);
+  return r.stdout;
+}
+
+/** The last line of a command's output (where init and token print what they made). */
+export const lastLine = (out: string): string => out.trim().split('\n').at(-1)!;
+
 /** Starts `kizuna agent` and resolves once it serves, with the port its listener took (0 with --broker). */
 export async function spawnAgent(args: string[]): Promise<{ child: ChildProcess; port: number; stderr: () => string }> {
   const child = spawn(process.execPath, [CLI, 'agent', '--host', '127.0.0.1', '--port', '0', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });

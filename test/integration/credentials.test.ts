@@ -15,7 +15,7 @@ import { topics } from '../../mesh/topics.js';
 import { meshTls } from '../../mesh/mqtt.js';
 import { loadDigits } from '../../models/builtin/digits-data.js';
 import { digitToPng } from '../../models/render.js';
-import { CLI, runCli, spawnAgent } from '../helpers/cli.js';
+import { CLI, cliOk, lastLine, spawnAgent } from '../helpers/cli.js';
 import { freePorts } from '../helpers/ports.js';
 
 const digit = loadDigits().heldOut[0]!;
@@ -27,12 +27,6 @@ const logs: Record<string, () => string> = {};
 let ports: Record<string, number>;
 let appToken: string;
 
-async function cli(args: string[]): Promise<string> {
-  const r = await runCli(args);
-  assert.equal(r.code, 0, `kizuna ${args.join(' ')}: ${r.stderr}`);
-  return r.stdout;
-}
-const lastLine = (out: string) => out.trim().split('\n').at(-1)!;
 /** The mesh CA certificate, as an app gets it from the first board. */
 const ca = () => fs.readFileSync(path.join(dir('a'), 'mesh-home', 'ca.pem'), 'utf8');
 
@@ -61,11 +55,11 @@ async function watchStatuses(port: number): Promise<{ client: MqttClient; online
 
 before(async () => {
   // The first board creates the mesh; two more join with tokens it made; an app gets a token.
-  const initOut = await cli(['init', '--data-dir', dir('a'), '--board', 'pi-b']);
+  const initOut = await cliOk(['init', '--data-dir', dir('a'), '--board', 'pi-b']);
   assert.match(initOut, /mesh home created/);
-  await cli(['join', lastLine(initOut), '--data-dir', dir('b')]);
-  await cli(['join', lastLine(await cli(['token', 'board', 'pi-c', '--data-dir', dir('a')])), '--data-dir', dir('c')]);
-  appToken = lastLine(await cli(['token', 'app', 'watch', '--data-dir', dir('a')]));
+  await cliOk(['join', lastLine(initOut), '--data-dir', dir('b')]);
+  await cliOk(['join', lastLine(await cliOk(['token', 'board', 'pi-c', '--data-dir', dir('a')])), '--data-dir', dir('c')]);
+  appToken = lastLine(await cliOk(['token', 'app', 'watch', '--data-dir', dir('a')]));
   for (const b of ['a', 'b', 'c']) assert.equal(fs.statSync(path.join(root, b, 'mesh-home')).mode & 0o777, 0o700);
   assert.equal(fs.statSync(path.join(root, 'a', 'mesh-home', 'authority.key')).mode & 0o777, 0o600);
   assert.equal(fs.existsSync(path.join(root, 'b', 'mesh-home', 'authority.key')), false, 'only the first board holds the mesh key');
@@ -102,7 +96,7 @@ test('an app without a token is refused, so is plain MQTT; over TLS with a token
   const png = path.join(root, 'digit.png');
   fs.writeFileSync(png, await digitToPng(digit.pixels));
   const caFile = path.join(dir('a'), 'mesh-home', 'ca.pem');
-  const out = await cli(['infer', 'digits', png, '--broker', `mqtts://127.0.0.1:${ports.a}`, '--token', appToken, '--ca', caFile]);
+  const out = await cliOk(['infer', 'digits', png, '--broker', `mqtts://127.0.0.1:${ports.a}`, '--token', appToken, '--ca', caFile]);
   assert.match(out, new RegExp(`^${digit.label} \\(`, 'm'));
 });
 
@@ -114,7 +108,7 @@ test('a revoked board stops; a stolen copy of its token is refused by the next b
     // A copy of pi-b's credentials taken before the revocation (a stolen SD card): no list in it.
     fs.cpSync(path.join(dir('b'), 'mesh-home'), path.join(dir('stolen'), 'mesh-home'), { recursive: true });
     const bExit = new Promise<number | null>((resolve) => procs.b!.once('exit', resolve));
-    const out = await cli(['revoke', 'board', 'pi-b', '--data-dir', dir('a'), '--broker', `mqtts://127.0.0.1:${ports.a}`]);
+    const out = await cliOk(['revoke', 'board', 'pi-b', '--data-dir', dir('a'), '--broker', `mqtts://127.0.0.1:${ports.a}`]);
     assert.match(out, /revoked board pi-b/);
     assert.equal(await bExit, 1, 'the revoked board stops by itself');
     assert.match(logs.b!(), /KZ_ERR_UNAUTHORIZED: this board \(pi-b\) is revoked/);

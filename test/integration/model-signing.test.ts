@@ -22,7 +22,7 @@ import { digitToPng } from '../../models/render.js';
 import { signaturePath } from '../../models/signature.js';
 import { ModelStore, PACKAGE_BUILTIN_DIR, sha256 } from '../../models/store.js';
 import { startAgent } from '../helpers/agent.js';
-import { runCli } from '../helpers/cli.js';
+import { runCli, cliOk, lastLine } from '../helpers/cli.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'kizuna-model-signing-'));
 const dir = (name: string) => path.join(root, name);
@@ -31,19 +31,13 @@ const DIGITS = JSON.parse(fs.readFileSync(path.join(PACKAGE_BUILTIN_DIR, 'digits
 const digits = loadDigits().heldOut.slice(0, 20);
 let appToken: string;
 
-async function cli(args: string[]): Promise<string> {
-  const r = await runCli(args);
-  assert.equal(r.code, 0, `kizuna ${args.join(' ')}: ${r.stderr}`);
-  return r.stdout;
-}
-const lastLine = (out: string) => out.trim().split('\n').at(-1)!;
 type Top = { index: number; label: string; score: number };
 
 before(async () => {
   // Board a created the mesh (it holds the mesh key); board pi-b joined it (public key only).
-  await cli(['init', '--data-dir', dir('a'), '--board', 'pi-b']);
-  await cli(['join', lastLine(await cli(['token', 'board', 'pi-b', '--data-dir', dir('a')])), '--data-dir', dir('b')]);
-  appToken = lastLine(await cli(['token', 'app', 'tester', '--data-dir', dir('a')]));
+  await cliOk(['init', '--data-dir', dir('a'), '--board', 'pi-b']);
+  await cliOk(['join', lastLine(await cliOk(['token', 'board', 'pi-b', '--data-dir', dir('a')])), '--data-dir', dir('b')]);
+  appToken = lastLine(await cliOk(['token', 'app', 'tester', '--data-dir', dir('a')]));
   // The built-in digits model copied twice under other names, into a folder of this mesh's own models.
   fs.mkdirSync(models);
   fs.copyFileSync(path.join(PACKAGE_BUILTIN_DIR, 'digits.onnx'), path.join(models, 'digits.onnx'));
@@ -70,7 +64,7 @@ test('kizuna models sign: only where the mesh key is, only a manifest whose mode
   assert.match(refused.stderr, new RegExp(`KZ_ERR_MODEL_INTEGRITY: .*sha256 is ${sha256(Buffer.from('not the digits model'))}`));
   assert.equal(fs.existsSync(signaturePath(path.join(stray, 'digits.json'))), false);
 
-  const out = await cli(['models', 'sign', manifest, '--data-dir', dir('a')]);
+  const out = await cliOk(['models', 'sign', manifest, '--data-dir', dir('a')]);
   assert.match(out, new RegExp(`signed digits-signed@1\\.0\\.0 \\(sha256 ${DIGITS.sha256}\\) for mesh home: ${signaturePath(manifest)}`));
   assert.match(fs.readFileSync(signaturePath(manifest), 'utf8'), /^kzm1\.[A-Za-z0-9_-]+\n$/);
   const usage = await runCli(['models']);
