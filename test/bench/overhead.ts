@@ -21,9 +21,8 @@
  * --warmup N (50), --block N (50), --budget S (seconds per cell, 40; the cell then stops at the end
  * of its round), --modes child,inproc.
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -37,8 +36,10 @@ import type { ModelSession } from '../../models/engine.js';
 import type { Manifest } from '../../models/manifest.js';
 import { OnnxEngine } from '../../models/onnx-engine.js';
 import { preprocessImages } from '../../models/preprocess.js';
-import { readModel, sha256 } from '../../models/store.js';
+import { readModel } from '../../models/store.js';
 import { expectedSharedPath, sharedPath } from '../helpers/shared.js';
+import { spawnGuarded } from '../helpers/child.js';
+import { sharedModelsDir } from '../helpers/shared-models.js';
 
 const CLI = fileURLToPath(new URL('../../agent/cli.js', import.meta.url));
 const MAX_PIXELS = 4096 * 4096;
@@ -107,12 +108,8 @@ function procStatusMb(pid: number): { rss: number; hwm: number } | undefined {
 /** Starts `kizuna agent` on loopback, port 0; resolves when it serves every expected model. */
 async function startChildAgent(modelDirs: string[], expected: string[]): Promise<ChildAgent> {
   const args = [CLI, 'agent', '--host', '127.0.0.1', '--port', '0', '--node', 'bench', '--threads', '1', '--concurrency', '1', '--models', modelDirs.join(','), '--log-level', 'info'];
-  // Only the flags configure it: no KIZUNA_* variable (or config file) of the caller's shell leaks in.
-  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('KIZUNA_')));
-  const proc = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'], env });
-  const killHard = () => proc.kill('SIGKILL');
-  process.once('exit', killHard);
-  const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
+  const child = spawnGuarded(args);
+  const { proc, exited } = child;
   const tail: string[] = [];
   const loaded = new Set<string>();
   let port = 0;
@@ -144,13 +141,7 @@ async function startChildAgent(modelDirs: string[], expected: string[]): Promise
   died.catch(() => undefined);
   const stop = async () => {
     stopping = true;
-    if (proc.exitCode === null && proc.signalCode === null) {
-      proc.kill('SIGTERM');
-      const hard = setTimeout(killHard, 5000);
-      await exited;
-      clearTimeout(hard);
-    }
-    process.removeListener('exit', killHard);
+    await child.stop();
   };
   try {
     await ready;
@@ -194,25 +185,6 @@ function heldOutDigit(): { png: Buffer; label: number } {
   return { label: out.label, png: Buffer.from(out.png, 'base64') };
 }
 
-/** A manifest for the shared MobileNetV2 int8 in a temp folder (the model file stays where it is). */
-function writeMobilenetManifest(dir: string, onnxPath: string, labelsPath: string): string {
-  const manifest: Manifest = {
-    name: 'mobilenetv2-int8',
-    version: '12',
-    file: onnxPath,
-    sha256: sha256(fs.readFileSync(onnxPath)),
-    description: 'MobileNetV2 1.0 ImageNet, static int8 QOperator (ONNX Model Zoo mobilenetv2-12-int8)',
-    license: 'Apache-2.0',
-    inputs: [{ name: 'input', dtype: 'float32', shape: ['N', 3, 224, 224] }],
-    outputs: [{ name: 'output', dtype: 'float32', shape: ['N', 1000] }],
-    preprocess: { kind: 'image', input: 'input', width: 224, height: 224, resize: 'cover', channels: 'rgb', layout: 'nchw', scale: 255, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] },
-    postprocess: { kind: 'classify', output: 'output', softmax: true, topK: 3 },
-    labelsFile: labelsPath,
-  };
-  const file = path.join(dir, 'mobilenetv2-int8.json');
-  fs.writeFileSync(file, JSON.stringify(manifest, null, 2));
-  return file;
-}
 
 /** Races a mesh call with whatever would make it hang (the child agent dying). */
 type Guard = <T>(call: Promise<T>) => Promise<T>;
@@ -399,7 +371,6 @@ export async function run(argv: string[] = []): Promise<Record<string, unknown>>
   const modes = (values.modes ?? 'child,inproc').split(',').map((m) => m.trim()) as Mode[];
   if (!modes.length || modes.some((m) => m !== 'child' && m !== 'inproc')) throw new Error(`--modes takes child and/or inproc, got ${values.modes}`);
 
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'kizuna-bench-'));
   const engine = new OnnxEngine();
   const models: BenchModel[] = [];
   const figures: Record<string, unknown> = {};
@@ -414,26 +385,27 @@ export async function run(argv: string[] = []): Promise<Record<string, unknown>>
         .finally(() => clearTimeout(timer));
     }
   };
-  const removeTmp = () => fs.rmSync(tmp, { recursive: true, force: true });
-  process.once('exit', removeTmp);
   try {
     const digit = heldOutDigit();
     models.push(await prepareModel('digits', path.join(BUILTIN_MODELS_DIR, 'digits.json'), digit.png, engine));
     if (models[0]!.top1 !== digit.label) console.error(`note: digits says ${models[0]!.top1} for a ${digit.label}; latency is measured all the same`);
 
-    const onnx = sharedPath('models', 'mobilenetv2-12-int8', 'mobilenetv2-12-int8.onnx');
+    // The catalogue's manifest with the shared files placed beside it (a store loads only files
+    // inside its folder).
     const kitten = sharedPath('samples', 'imagenet', 'kitten_224.png');
-    const labels = sharedPath('samples', 'imagenet', 'Labels.txt');
+    const shared = await sharedModelsDir(['mobilenetv2-int8']);
     const modelDirs = [BUILTIN_MODELS_DIR];
-    if (onnx && kitten && labels) {
-      models.push(await prepareModel('mobilenet', writeMobilenetManifest(tmp, onnx, labels), fs.readFileSync(kitten), engine));
-      modelDirs.push(tmp);
+    if ('dir' in shared && kitten) {
+      const removeShared = () => fs.rmSync(shared.dir, { recursive: true, force: true });
+      process.once('exit', removeShared);
+      running.push(async () => (removeShared(), void process.removeListener('exit', removeShared)));
+      models.push(await prepareModel('mobilenet', path.join(shared.dir, 'mobilenetv2-int8.json'), fs.readFileSync(kitten), engine));
+      modelDirs.push(shared.dir);
     } else {
-      const missing = [[onnx, 'models/mobilenetv2-12-int8/mobilenetv2-12-int8.onnx'], [kitten, 'samples/imagenet/kitten_224.png'], [labels, 'samples/imagenet/Labels.txt']]
-        .filter(([found]) => !found)
-        .map(([, rel]) => expectedSharedPath(...rel!.split('/')));
-      figures.mobilenet_skipped = `missing ${missing.join(', ')}`;
-      console.log(`MobileNetV2 rows SKIPPED: missing ${missing.join(', ')} (set KIZUNA_SHARED to the shared folder)\n`);
+      if ('dir' in shared) await shared.remove();
+      const missing = 'missing' in shared ? shared.missing : expectedSharedPath('samples', 'imagenet', 'kitten_224.png');
+      figures.mobilenet_skipped = `missing ${missing}`;
+      console.log(`MobileNetV2 rows SKIPPED: missing ${missing} (set KIZUNA_SHARED to the shared folder)\n`);
     }
 
     console.log(`inputs: ${models.map((m) => `${m.manifest.name} <- ${m.key === 'digits' ? 'held-out MNIST digit' : 'kitten_224.png'} (${m.png.length} B PNG; tensor ${m.tensor.data.byteLength} B): top-1 "${m.label}"`).join('; ')}\n`);
@@ -501,7 +473,5 @@ export async function run(argv: string[] = []): Promise<Record<string, unknown>>
   } finally {
     await stopAll();
     await Promise.all(models.map((m) => m.session.release()));
-    removeTmp();
-    process.removeListener('exit', removeTmp);
   }
 }

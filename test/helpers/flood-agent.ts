@@ -4,13 +4,14 @@
  * as they come, its memory and CPU read from /proc/<pid>. Also the mesh CA an app of it needs when
  * its broker takes MQTT over TLS only, and an app connected to it.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { credentialsDir } from '../../agent/credentials.js';
 import { KizunaClient, type ClientOptions } from '../../mesh/client.js';
+import { spawnGuarded } from './child.js';
 
 const CLI = fileURLToPath(new URL('../../agent/cli.js', import.meta.url));
 const MESH = 'home';
@@ -66,12 +67,7 @@ export async function spawnAgentProcess(o: { dataDir: string; node: string; simu
     args.push('--max-packet-bytes', String(o.limits.maxPacketBytes), '--max-payload-bytes', String(o.limits.maxPayloadBytes));
     args.push('--publish-per-second', String(o.limits.publishPerSecond), '--publish-burst', String(o.limits.publishBurst));
   }
-  // Only the flags configure it: no KIZUNA_* variable of the caller's shell leaks in.
-  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('KIZUNA_')));
-  const proc = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'], env });
-  const killHard = () => proc.kill('SIGKILL');
-  process.once('exit', killHard);
-  const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
+  const { proc, stop } = spawnGuarded(args);
   const denials: DenialCounts = { connectRefused: 0, publishRefused: 0, subscribeRefused: 0, cutOff: 0, cutFlood: 0, cutTooLarge: 0, cutMalformed: 0, plainRefused: 0, errors: 0 };
   const errorLines: string[] = [];
   const lines: string[] = [];
@@ -115,17 +111,6 @@ export async function spawnAgentProcess(o: { dataDir: string; node: string; simu
       for (const w of watchers) w();
     });
   });
-  let stopped: Promise<void> | undefined;
-  const stop = () =>
-    (stopped ??= (async () => {
-      if (proc.exitCode === null && proc.signalCode === null) {
-        proc.kill('SIGTERM');
-        const hard = setTimeout(killHard, 5000);
-        await exited;
-        clearTimeout(hard);
-      }
-      process.removeListener('exit', killHard);
-    })());
   try {
     await ready;
   } catch (err) {
