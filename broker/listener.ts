@@ -27,7 +27,8 @@ export interface ListenerOptions {
   port: number;
   host: string;
   log: Logger;
-  onHello?: (socket: net.Socket) => void;
+  /** A hello probe, with the bytes of it already read (its nonce is in them). */
+  onHello?: (socket: net.Socket, first: Buffer) => void;
   /** A held connection is closed after this long without a broker (the client retries). */
   holdTimeoutMs?: number;
   maxHeld?: number;
@@ -106,7 +107,7 @@ export class MeshListener extends EventEmitter {
     socket.once('data', (chunk: Buffer) => {
       clearTimeout(silent);
       socket.pause();
-      if (chunk[0] === 0x4b /* K */ && this.options.onHello) return this.options.onHello(socket);
+      if (chunk[0] === 0x4b /* K */ && this.options.onHello) return this.options.onHello(socket, chunk);
       const piped = chunk[0] === PIPED;
       const first = piped ? chunk.subarray(1) : chunk;
       if (piped && first.length === 0) {
