@@ -172,7 +172,7 @@ export class Agent {
       port: config.port,
       host: config.host,
       log: log.child('listener'),
-      onHello: (s) => answerHello(s, { ...this.advert(), view: this.view() }),
+      onHello: (s, first) => answerHello(s, { ...this.advert(), view: this.view() }, { first, ...(this.security?.hello ? { prover: this.security.hello.prove } : {}) }),
       guard: { maxPacketBytes: config.maxPacketBytes, publishPerSecond: config.publishPerSecond, publishBurst: config.publishBurst },
       ...(this.security?.creds.tls ? { tls: this.security.creds.tls } : {}),
     });
@@ -214,6 +214,7 @@ export class Agent {
     const other = this.duplicateOf;
     if (!other) return;
     const where = other.addresses.join(', ') || 'another address';
+    if (this.security) return this.settleCredentialedIdentity(other, where);
     if (this.config.node) {
       throw new KizunaError('KZ_ERR_CONFIG', `node id ${this.node} is already used by a live board at ${where} (a copied SD card or config?); choose another with --node`);
     }
@@ -222,6 +223,27 @@ export class Agent {
     this.duplicateOf = undefined;
     this.log.warn(`node id ${old} is already used by a live board at ${where} (a copied SD card?): this board is now ${this.node}, kept in ${this.config.dataDir}`);
     await this.discovery!.update(this.advert());
+  }
+
+  /**
+   * With credentials the node id is the one in this board's certificate: it cannot change. A board
+   * that proves it holds the same certificate is a copy of this one (a copied SD card); anything
+   * else claiming the id is an impostor, ignored.
+   */
+  private async settleCredentialedIdentity(other: Advert, where: string): Promise<void> {
+    this.duplicateOf = undefined;
+    const host = other.addresses[0];
+    try {
+      if (!host) throw new Error('no address');
+      await probe(host, other.port, this.config.probeTimeoutMs, this.security?.hello?.verify);
+    } catch (err) {
+      this.log.warn(`ignored a device at ${where} claiming this node id (${this.node}): ${(err as Error).message}`);
+      return;
+    }
+    throw new KizunaError(
+      'KZ_ERR_CONFIG',
+      `board ${this.node}'s credentials are in use by a live board at ${where} (a copied SD card?): give each board its own token (kizuna token board NAME)`,
+    );
   }
 
   /**
@@ -283,7 +305,8 @@ export class Agent {
         void this.discovery?.update(this.advert()).catch((err: Error) => log.warn(`advert update failed: ${err.message}`));
       },
       roster: () => this.roster.all(),
-      probe: (host, port) => probe(host, port, config.probeTimeoutMs),
+      // With credentials only a member's signed answer counts: rogue adverts move no one.
+      probe: (host, port) => probe(host, port, config.probeTimeoutMs, this.security?.hello?.verify),
     };
   }
 

@@ -15,6 +15,7 @@ import type { Advert, Role } from './advert.js';
 import type { Discovery } from './discovery/discovery.js';
 import { decide, nextTerm, resolveSplit, successors, type BrokerClaim, type RankInputs } from './election.js';
 import type { Logger } from './log.js';
+import { UnprovenAnswer } from './discovery/hello.js';
 import type { NodeStatus } from '../mesh/status.js';
 
 export interface BrokerRef {
@@ -65,6 +66,8 @@ export class Coordinator extends EventEmitter {
   private checking = false;
   /** When this agent started following its current broker (Date.now()). */
   private followedAt = 0;
+  /** Broker claims (node, instance, term) whose board could not prove membership: not probed again. */
+  private readonly refuted = new Set<string>();
 
   constructor(
     private readonly discovery: Discovery,
@@ -82,9 +85,13 @@ export class Coordinator extends EventEmitter {
   /** Forms or joins the mesh; resolves once this agent is the broker or follows one. */
   async start(): Promise<void> {
     this.host.hold();
-    const seen = await this.waitForBroker(this.options.formationMs);
+    await this.waitForBroker(this.options.formationMs);
     await this.options.beforeJoining?.();
-    await this.serialize(() => (seen ? this.tryFollow(seen) : Promise.resolve(false)).then((ok) => (ok ? undefined : this.elect([]))));
+    await this.serialize(async () => {
+      // Every broker seen, best claim first: the best may be a rogue advert that proves nothing.
+      for (const advert of byClaim(this.brokerAdverts())) if (await this.tryFollow(advert)) return;
+      await this.elect([]);
+    });
   }
 
   stop(): void {
@@ -150,17 +157,13 @@ export class Coordinator extends EventEmitter {
 
   /** Follows `advert` if it answers a hello as a broker. */
   private async tryFollow(advert: Advert): Promise<boolean> {
-    const host = advert.addresses[0];
-    if (!host) return false;
-    try {
-      const a = await this.host.probe(host, advert.port);
-      if (a.role !== 'broker') return false;
-      this.setFollowing({ node: a.node, term: a.term, host, port: a.port });
-      return true;
-    } catch (err) {
-      this.options.log.debug(`cannot follow ${advert.node} at ${host}:${advert.port}: ${(err as Error).message}`);
+    const found = await this.brokerAnswer(advert, 1);
+    if (!found) {
+      this.options.log.debug(`cannot follow ${advert.node} at ${advert.addresses[0] ?? '?'}:${advert.port}`);
       return false;
     }
+    this.setFollowing({ node: found.answer.node, term: found.answer.term, host: found.host, port: found.answer.port });
+    return true;
   }
 
   /** Walks the candidates by rank (the standby first); the first one alive is, or becomes, broker. */
@@ -264,23 +267,42 @@ export class Coordinator extends EventEmitter {
 
   /** A peer's advert: another broker of this mesh means a healed partition (or a stale view). */
   private onPeer(advert: Advert): void {
-    if (!this.outranksMine(advert)) return;
+    if (!this.outranksMine(advert) || this.refuted.has(claimKey(advert))) return;
     void this.serialize(async () => {
       // Decided again when the step runs: an election may have run since it was queued (this
       // agent may now lead with a higher term), and the advert may be superseded.
       advert = this.discovery.peers().get(advert.node) ?? advert;
-      if (!this.outranksMine(advert)) return;
+      if (!this.outranksMine(advert) || this.refuted.has(claimKey(advert))) return;
+      // An advert is a hint anyone can multicast: act only on the board's own hello answer (signed
+      // on a mesh with credentials). After a link comes back the first packets can wait a second
+      // for ARP: a few tries before giving up on it.
+      const found = await this.brokerAnswer(advert, 3);
+      if (!found || !this.outranksMine(found.answer)) return;
       if (this.role === 'broker') {
-        this.options.log.warn(`broker ${advert.node} (term ${advert.term}) outranks this one (term ${this.term}): stepping down`);
+        this.options.log.warn(`broker ${found.answer.node} (term ${found.answer.term}) outranks this one (term ${this.term}): stepping down`);
         await this.host.stepDown();
         this.role = 'agent';
       }
-      // The advert is fresh news that it is alive, but after a link comes back the first packets
-      // can wait a second for ARP: try a few times before electing, which (with the stale roster
-      // of a board that was cut off) would take the broker role back with a higher term.
-      for (let tries = 0; tries < 3; tries++) if (await this.tryFollow(advert)) return;
-      await this.elect([]);
+      this.setFollowing({ node: found.answer.node, term: found.answer.term, host: found.host, port: found.answer.port });
     });
+  }
+
+  /** What the advertised broker answers itself, when it answers as a broker; refuted claims are remembered. */
+  private async brokerAnswer(advert: Advert, tries: number): Promise<{ answer: Advert; host: string } | undefined> {
+    const host = advert.addresses[0];
+    if (!host) return undefined;
+    for (let i = 0; i < tries; i++) {
+      try {
+        const answer = await this.host.probe(host, advert.port);
+        return answer.role === 'broker' ? { answer, host } : undefined;
+      } catch (err) {
+        if (!(err instanceof UnprovenAnswer)) continue;
+        this.refuted.add(claimKey(advert));
+        this.options.log.warn(`ignored broker advert of ${advert.node} (term ${advert.term}) at ${host}: ${err.message}`);
+        return undefined;
+      }
+    }
+    return undefined;
   }
 
   /** Whether `advert` is a broker of this mesh that beats the one this agent leads or follows. */
@@ -306,8 +328,15 @@ function pickRank(a: RankInputs): RankInputs {
 
 /** The winning claim among broker adverts (higher term, then better rank). */
 function bestClaim(adverts: Advert[]): Advert | undefined {
-  return adverts.reduce<Advert | undefined>((best, a) => (!best ? a : resolveSplit(best, a).node === best.node ? best : a), undefined);
+  return byClaim(adverts)[0];
 }
+
+/** Broker adverts, the winning claim first (resolveSplit is a total order). */
+function byClaim(adverts: Advert[]): Advert[] {
+  return [...adverts].sort((a, b) => (resolveSplit(a, b).node === a.node ? -1 : 1));
+}
+
+const claimKey = (a: Advert): string => `${a.node}/${a.instance}/${a.term}`;
 
 export function statusToAdvert(s: NodeStatus): Advert {
   return {

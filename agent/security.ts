@@ -8,6 +8,7 @@ import { identityKey } from '../broker/acl.js';
 import { KizunaError } from '../mesh/errors.js';
 import { verifyToken } from '../mesh/tokens.js';
 import type { Config } from './config.js';
+import { helloProver, helloVerifier, type HelloProver, type HelloVerifier } from './discovery/hello-proof.js';
 import { isRevoked, joinMesh, loadCredentials, revokedSet, storeRevocations, type MeshCredentials } from './credentials.js';
 import type { Logger } from './log.js';
 
@@ -19,6 +20,8 @@ export interface AgentSecurity {
   login: { username: string; password: string };
   /** A revocation list seen on the mesh: kept when signed and newer. */
   onRevocations(payload: Buffer): boolean;
+  /** Hello answers signed with this board's key, and checked against the mesh CA (with TLS credentials). */
+  hello?: { prove: HelloProver; verify: HelloVerifier };
 }
 
 export const isLoopback = (host: string): boolean => host === 'localhost' || host === '::1' || host.startsWith('127.');
@@ -55,6 +58,9 @@ export function meshSecurity(config: Config, log: Logger): AgentSecurity | undef
     node: creds.board.sub,
     login: { username: creds.board.sub, password: creds.boardToken },
     onRevocations: (payload) => storeRevocations(creds, payload),
+    ...(creds.tls
+      ? { hello: { prove: helloProver(creds.tls), verify: helloVerifier({ ca: creds.tls.ca, mesh, isRevoked: (node) => isRevoked(creds, 'board', node) }) } }
+      : {}),
     broker: {
       mesh,
       identify: ({ password }) => {
