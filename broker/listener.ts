@@ -7,6 +7,8 @@
  * A connection whose first byte is 'K' is a hello probe (static discovery), answered by `onHello`.
  * A piped connection starts with one 'P' byte: it is served only by a broker, never piped again,
  * so two agents with momentarily different views can never pipe a client round in a loop.
+ * The broker serves MQTT and, when the (decrypted) bytes start with an HTTP GET, MQTT over
+ * WebSocket (broker/websocket.ts): one port for boards, apps and browsers.
  * Sockets get TCP_NODELAY: without it every round trip costs 40-80 ms (FIELD-NOTES: the Nagle trap).
  */
 import net from 'node:net';
@@ -17,9 +19,13 @@ import type { Logger } from '../agent/log.js';
 import { KizunaError } from '../mesh/errors.js';
 import type { EmbeddedBroker } from './embedded.js';
 import { Allowances, GuardedConnection, type GuardLimits, type Violation } from './packet-guard.js';
+import { WebSocketDoor } from './websocket.js';
 
 const PIPED = 0x50; // 'P'
 const TLS_HANDSHAKE = 0x16; // the first byte of a TLS ClientHello
+const HTTP_GET = 0x47; // 'G': a WebSocket upgrade starts with GET
+/** A WebSocket message may hold a whole packet (its header too) and a few small ones after it. */
+const WS_MARGIN = 64 * 1024;
 
 export type Route = { kind: 'broker'; broker: EmbeddedBroker } | { kind: 'proxy'; host: string; port: number } | { kind: 'hold' };
 
@@ -38,7 +44,7 @@ export interface ListenerOptions {
   guard?: GuardLimits;
   /**
    * The broker's TLS identity (this board's certificate, signed by the mesh CA). With it, MQTT
-   * connections to the broker must be TLS: a plain one is closed. Piped connections stay
+   * connections to the broker must be TLS (mqtts, or wss): a plain one is closed. Piped connections stay
    * encrypted end to end (a board in between only forwards the bytes).
    */
   tls?: { cert: string; key: string; ca: string };
@@ -53,6 +59,7 @@ export class MeshListener extends EventEmitter {
   private secure?: tls.SecureContext;
   /** Publish allowances per identity, across connections and reconnections. */
   private allowances?: Allowances;
+  private web?: WebSocketDoor;
 
   private constructor(
     private readonly server: net.Server,
@@ -144,27 +151,7 @@ export class MeshListener extends EventEmitter {
     if (piped && route.kind !== 'broker') return void socket.destroy(); // the client retries
     this.routed.add(socket);
     socket.once('close', () => this.routed.delete(socket));
-    if (route.kind === 'broker') {
-      let conn: net.Socket = socket;
-      if (!this.options.tls && first.length) socket.unshift(first);
-      if (this.options.tls) {
-        if (first[0] !== TLS_HANDSHAKE) {
-          this.options.log.warn(`connection ${socket.remoteAddress}:${socket.remotePort} closed: this mesh takes MQTT over TLS only (mqtts://)`);
-          this.emit('refused', { kind: 'plain' });
-          return void socket.destroy();
-        }
-        this.secure ??= tls.createSecureContext(this.options.tls);
-        // TLS over a stream that replays the bytes already read (a TLSSocket on the raw socket
-        // would read its handle directly and miss the ClientHello we peeked at).
-        conn = new tls.TLSSocket(replaying(socket, first), { isServer: true, secureContext: this.secure });
-        conn.on('error', (err) => this.options.log.debug(`tls: ${err.message}`));
-      }
-      const guard = this.options.guard;
-      if (guard) this.allowances ??= new Allowances(guard);
-      route.broker.handle(guard ? new GuardedConnection(conn, guard, (v) => this.refused(socket, v), this.allowances) : conn);
-      socket.resume();
-      return;
-    }
+    if (route.kind === 'broker') return this.serve(socket, first, route.broker);
     if (route.kind === 'proxy') {
       const upstream = net.connect({ host: route.host, port: route.port, noDelay: true });
       let connected = false;
@@ -191,6 +178,57 @@ export class MeshListener extends EventEmitter {
     }
   }
 
+  /** Hands a connection to the embedded broker: MQTT or WebSocket, over TLS when the mesh has it. */
+  private serve(socket: net.Socket, first: Buffer, broker: EmbeddedBroker): void {
+    if (!this.options.tls) return this.serveDecrypted(socket, socket, first, broker);
+    if (first[0] !== TLS_HANDSHAKE) {
+      this.options.log.warn(`connection ${socket.remoteAddress}:${socket.remotePort} closed: this mesh takes MQTT over TLS only (mqtts:// or wss://)`);
+      this.emit('refused', { kind: 'plain' });
+      return void socket.destroy();
+    }
+    this.secure ??= tls.createSecureContext(this.options.tls);
+    // TLS over a stream that replays the bytes already read (a TLSSocket on the raw socket
+    // would read its handle directly and miss the ClientHello we peeked at).
+    const conn = new tls.TLSSocket(replaying(socket, first), { isServer: true, secureContext: this.secure });
+    conn.on('error', (err) => this.options.log.debug(`tls: ${err.message}`));
+    // MQTT or WebSocket: only the first decrypted bytes tell.
+    const silent = setTimeout(() => conn.destroy(), this.options.holdTimeoutMs ?? 10_000);
+    conn.once('close', () => clearTimeout(silent));
+    conn.once('data', (chunk: Buffer) => {
+      clearTimeout(silent);
+      conn.pause();
+      this.serveDecrypted(socket, conn, chunk, broker);
+    });
+    socket.resume();
+  }
+
+  /** `stream` (the raw socket, or TLS over it) has sent `first` already, and is paused. */
+  private serveDecrypted(socket: net.Socket, stream: net.Socket, first: Buffer, broker: EmbeddedBroker): void {
+    if (first[0] === HTTP_GET) {
+      this.web ??= new WebSocketDoor({ upgradeTimeoutMs: this.options.holdTimeoutMs ?? 10_000, ...(this.options.guard ? { maxPayload: this.options.guard.maxPacketBytes + WS_MARGIN } : {}) });
+      this.web.serve(replaying(stream, first), {
+        upgraded: (mqtt) => this.handOver(socket, mqtt, broker),
+        failed: (err) => {
+          if (err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') this.options.log.warn(`connection ${socket.remoteAddress}:${socket.remotePort} cut off: it sent a WebSocket message over ${this.options.guard?.maxPacketBytes ?? 0} + ${WS_MARGIN} bytes`);
+          else this.options.log.debug(`websocket: ${err.message}`);
+        },
+      });
+    } else {
+      if (first.length) stream.unshift(first);
+      this.handOver(socket, stream, broker);
+    }
+    socket.resume();
+  }
+
+  /** MQTT bytes to the broker, through the packet guard when there is one. */
+  private handOver(socket: net.Socket, mqtt: Duplex, broker: EmbeddedBroker): void {
+    const guard = this.options.guard;
+    if (!guard) return broker.handle(mqtt);
+    this.allowances ??= new Allowances(guard);
+    // The guard uses only what any Duplex has (write, pause, resume, destroyed, 'drain').
+    broker.handle(new GuardedConnection(mqtt as net.Socket, guard, (v) => this.refused(socket, v), this.allowances));
+  }
+
   private refused(socket: net.Socket, v: Violation): void {
     const who = `${socket.remoteAddress}:${socket.remotePort}`;
     const why = v.kind === 'too-large' ? `sent a packet of ${v.bytes} bytes (limit ${this.options.guard!.maxPacketBytes})`
@@ -211,7 +249,10 @@ export class MeshListener extends EventEmitter {
   }
 }
 
-/** A duplex over `socket` whose reading starts with `first`, then whatever the socket receives. */
+/**
+ * A duplex over `socket` (raw, or TLS) whose reading starts with `first`, then whatever the socket
+ * receives. Having no handle of its own, nothing downstream can read the socket around it.
+ */
 function replaying(socket: net.Socket, first: Buffer): Duplex {
   const carrier = new Duplex({
     read: () => void socket.resume(),

@@ -34,8 +34,8 @@ export interface ClientOptions {
   /** The app token of a mesh with credentials (`kizuna token app NAME`); its name is the client name. */
   token?: string;
   /**
-   * The mesh CA certificate (PEM; ca.pem of the mesh) for mqtts:// URLs: the client then talks
-   * only to a broker that is a board of this mesh.
+   * The mesh CA certificate (PEM; ca.pem of the mesh) for mqtts:// and wss:// URLs
+   * (wss://host:1883/mqtt): the client then talks only to a broker that is a board of this mesh.
    */
   ca?: string;
 }

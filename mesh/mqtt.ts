@@ -30,8 +30,9 @@ export interface TransportOptions {
   username?: string;
   password?: string;
   /**
-   * For mqtts:// URLs of a mesh with credentials: the mesh CA certificate (PEM). The broker must
-   * show a board certificate of `mesh` signed by it (the host name does not matter: boards move).
+   * For mqtts:// and wss:// URLs of a mesh with credentials: the mesh CA certificate (PEM). The
+   * broker must show a board certificate of `mesh` signed by it (the host name does not matter:
+   * boards move).
    */
   tls?: { ca: string; mesh: string };
   keepaliveSeconds?: number;
@@ -121,7 +122,9 @@ export class Transport extends EventEmitter {
       connectTimeout: o.connectTimeoutMs ?? 10_000,
       reconnectPeriod: 0,
       clean: true,
-      ...(o.tls ? meshTls(o.tls) : {}),
+      // mqtt.js hands wss only some TLS options (not checkServerIdentity): give ws all of them (ws
+      // passes them to tls.connect; its types still describe an old checkServerIdentity of its own).
+      ...(o.tls ? { ...meshTls(o.tls), wsOptions: meshTls(o.tls) as IClientOptions['wsOptions'] } : {}),
       ...(o.username !== undefined ? { username: o.username } : {}),
       ...(o.password !== undefined ? { password: o.password } : {}),
       ...(o.will ? { will: typeof o.will === 'function' ? o.will() : o.will } : {}),
