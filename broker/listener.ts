@@ -205,12 +205,12 @@ export class MeshListener extends EventEmitter {
   /** `stream` (the raw socket, or TLS over it) has sent `first` already, and is paused. */
   private serveDecrypted(socket: net.Socket, stream: net.Socket, first: Buffer, broker: EmbeddedBroker): void {
     if (first[0] === HTTP_GET) {
-      this.web ??= new WebSocketDoor({ upgradeTimeoutMs: this.options.holdTimeoutMs ?? 10_000, ...(this.options.guard ? { maxPayload: this.options.guard.maxPacketBytes + WS_MARGIN } : {}) });
-      this.web.serve(replaying(stream, first), {
+      const who = `${socket.remoteAddress}:${socket.remotePort}`;
+      this.webSocketDoor().serve(replaying(stream, first), {
         upgraded: (mqtt) => this.handOver(socket, mqtt, broker),
         failed: (err) => {
-          if (err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') this.options.log.warn(`connection ${socket.remoteAddress}:${socket.remotePort} cut off: it sent a WebSocket message over ${this.options.guard?.maxPacketBytes ?? 0} + ${WS_MARGIN} bytes`);
-          else this.options.log.debug(`websocket: ${err.message}`);
+          if (err.code !== 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') return this.options.log.debug(`websocket ${who}: ${err.message}`);
+          this.options.log.warn(`connection ${who} cut off: it sent a WebSocket message over ${this.webSocketDoor().maxPayload} bytes (the packet limit and a margin)`);
         },
       });
     } else {
@@ -218,6 +218,11 @@ export class MeshListener extends EventEmitter {
       this.handOver(socket, stream, broker);
     }
     socket.resume();
+  }
+
+  private webSocketDoor(): WebSocketDoor {
+    const guard = this.options.guard;
+    return (this.web ??= new WebSocketDoor({ upgradeTimeoutMs: this.options.holdTimeoutMs ?? 10_000, ...(guard ? { maxPayload: guard.maxPacketBytes + WS_MARGIN } : {}) }));
   }
 
   /** MQTT bytes to the broker, through the packet guard when there is one. */

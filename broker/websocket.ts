@@ -36,14 +36,18 @@ export class WebSocketDoor {
   private readonly wss: WebSocketServer;
   private readonly waiting = new WeakMap<Duplex, Waiting>();
 
+  /** Largest WebSocket message taken (ws' own default when none is given). */
+  readonly maxPayload: number;
+
   constructor(private readonly options: WebSocketDoorOptions) {
+    this.maxPayload = options.maxPayload ?? 100 * 1024 * 1024;
     this.wss = new WebSocketServer({
       noServer: true,
       clientTracking: false,
       perMessageDeflate: false,
       // ws would take the client's first offer: answer with ours (the check below ensures one).
       handleProtocols: (offered) => SUBPROTOCOLS.find((p) => offered.has(p)) ?? false,
-      ...(options.maxPayload ? { maxPayload: options.maxPayload } : {}),
+      maxPayload: this.maxPayload,
     });
     this.http.on('upgrade', (req: http.IncomingMessage, stream: Duplex, head: Buffer) => this.upgrade(req, stream, head));
   }
@@ -62,21 +66,25 @@ export class WebSocketDoor {
     const waiting = this.waiting.get(stream);
     this.waiting.delete(stream);
     if (!waiting) return void stream.destroy();
-    const path = (req.url ?? '').split('?')[0]!;
-    if (!PATHS.has(path)) return refuseUpgrade(stream, 404, `no WebSocket here: MQTT over WebSocket is at /mqtt\n`);
+    if (!PATHS.has(pathOf(req))) return refuseUpgrade(stream, 404, `no WebSocket here: MQTT over WebSocket is at /mqtt\n`);
     const offered = (req.headers['sec-websocket-protocol'] ?? '').split(',').map((p) => p.trim());
     if (!SUBPROTOCOLS.some((p) => offered.includes(p))) return refuseUpgrade(stream, 400, `the WebSocket subprotocol must be mqtt (or mqttv3.1)\n`);
     this.wss.handleUpgrade(req, stream, head, (ws) => {
       clearTimeout(waiting.timer);
-      ws.on('error', (err) => waiting.failed?.(err));
-      waiting.upgraded(createWebSocketStream(ws));
+      // Not for a stream the broker's side already destroyed (the guard cut it off; ws still
+      // parsed what had come). Listening before the stream does, so it is not destroyed by this error.
+      ws.on('error', (err) => !mqtt.destroyed && waiting.failed?.(err));
+      const mqtt = createWebSocketStream(ws);
+      waiting.upgraded(mqtt);
     });
   }
 }
 
+const pathOf = (req: http.IncomingMessage): string => (req.url ?? '').split('?')[0]!;
+
 /** A plain HTTP request (a browser opening the address): say what this port is, then close. */
 function refuseRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
-  const [status, text] = PATHS.has((req.url ?? '').split('?')[0]!)
+  const [status, text] = PATHS.has(pathOf(req))
     ? [400, 'this is MQTT over WebSocket: connect with a WebSocket client, subprotocol mqtt\n']
     : [404, 'not found: MQTT over WebSocket is at /mqtt\n'];
   res.writeHead(status, { 'Content-Type': 'text/plain; charset=utf-8', Connection: 'close' });

@@ -346,7 +346,8 @@ export function meshTls(t: { ca: string; mesh: string }): { ca: string; rejectUn
     checkServerIdentity: (_host, cert) => {
       const id = parseIdentity(cert);
       if (id?.mesh === t.mesh && id.kind === 'board') return undefined;
-      return new Error(`the broker's certificate is not a board of mesh ${t.mesh}`);
+      // With Node's code for a name mismatch: mqtt.js reports a wss stream's error only if it has a code.
+      return Object.assign(new Error(`the broker's certificate is not a board of mesh ${t.mesh}`), { code: 'ERR_TLS_CERT_ALTNAME_INVALID' });
     },
   };
 }
