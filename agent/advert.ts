@@ -7,6 +7,11 @@ import { MAX_ADDRESSES } from '../mesh/status.js';
 import { isSegment, PROTOCOL_VERSION } from '../mesh/topics.js';
 
 export type Role = 'joining' | 'agent' | 'standby' | 'broker';
+/**
+ * Terms stay far below 2^53: a claim above this is invalid, and nextTerm never passes it, so a
+ * high claim can never push a new broker's term out of the safe integers.
+ */
+export const MAX_TERM = 2 ** 32;
 const ROLES: readonly Role[] = ['joining', 'agent', 'standby', 'broker'];
 
 export interface Advert {
@@ -78,7 +83,7 @@ export function validAdvert(a: Partial<Record<keyof Advert, unknown>>): a is Adv
     typeof a.node === 'string' && isSegment(a.node) &&
     typeof a.instance === 'string' && /^[0-9a-f]{8,32}$/.test(a.instance) &&
     ROLES.includes(a.role as Role) &&
-    Number.isSafeInteger(a.term) && (a.term as number) >= 0 &&
+    Number.isSafeInteger(a.term) && (a.term as number) >= 0 && (a.term as number) <= MAX_TERM &&
     Number.isInteger(a.port) && (a.port as number) > 0 && (a.port as number) < 65536 &&
     Array.isArray(a.addresses) && a.addresses.length <= MAX_ADDRESSES && a.addresses.every((x) => typeof x === 'string' && x.length <= 256) &&
     typeof a.eligible === 'boolean' &&

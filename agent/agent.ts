@@ -44,6 +44,15 @@ export interface MeshView {
   online: string[];
 }
 
+/** How long a stopping agent waits for the broker to take its last status. */
+const GOODBYE_MS = 1000;
+
+/** `p`, or nothing after `ms`: for best-effort steps that must not hold up a shutdown. */
+function bounded(p: Promise<void>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([p, new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]).finally(() => clearTimeout(timer));
+}
+
 export interface AgentDeps {
   engine?: Engine;
   log?: Logger;
@@ -195,6 +204,7 @@ export class Agent {
     this.coordinator = new Coordinator(electorate, this.coordinatorHost(), {
       self: () => this.advert(),
       formationMs: alone ? 0 : config.formationMs,
+      requireProof: this.security?.hello !== undefined,
       beforeJoining: () => this.settleIdentity(),
       log: log.child('election'),
     });
@@ -414,9 +424,10 @@ export class Agent {
     this.coordinator?.stop();
     // Draining first: the dispatcher stops giving this agent new tasks, the accepted ones finish.
     this.draining = true;
-    await this.publishStatus();
+    // Goodbyes wait for a broker only so long: with none reachable a status would queue for ever.
+    await bounded(this.publishStatus(), GOODBYE_MS);
     await this.worker?.stop();
-    await this.publishStatus(false);
+    await bounded(this.publishStatus(false), GOODBYE_MS);
     await this.externalDispatcher?.stop();
     await this.transport?.close();
     // Goodbye and a closed port first: followers must not find a broker that is about to vanish.

@@ -47,6 +47,12 @@ export interface CoordinatorOptions {
   /** Called once the formation window has passed, before this agent takes a role (identity checks). */
   beforeJoining?: () => Promise<void>;
   formationMs: number;
+  /**
+   * The mesh has credentials and probes verify hello answers: adverts are then only hints. Only
+   * boards that proved membership in a hello answer, or are online in the roster (statuses come
+   * over authenticated MQTT), rank for the standby and raise the term.
+   */
+  requireProof?: boolean;
   /** How long a followed candidate that answers but is not broker yet may take to become it (default 3 s). */
   successorGraceMs?: number;
   log: Logger;
@@ -68,6 +74,10 @@ export class Coordinator extends EventEmitter {
   private followedAt = 0;
   /** Broker claims (node, instance, term) whose board could not prove membership: not probed again. */
   private readonly refuted = new Set<string>();
+  /** Adverts (node/instance) whose board could not prove membership: no candidates. */
+  private readonly impostors = new Set<string>();
+  /** The last proven hello answer of each board (with requireProof). */
+  private readonly proven = new Map<string, Advert>();
 
   constructor(
     private readonly discovery: Discovery,
@@ -110,7 +120,7 @@ export class Coordinator extends EventEmitter {
       const broker = this.broker;
       if (!broker) return this.elect([]);
       try {
-        const a = await this.host.probe(broker.host, broker.port);
+        const a = await this.ask(broker.host, broker.port);
         if (a.role === 'broker' && a.node === broker.node) return; // still there: the transport reconnects
         // Alive but not broker yet: a walk follows the first live candidate, which may still be
         // noticing the old broker's loss or walking itself. Declaring it gone now would elect a
@@ -172,7 +182,7 @@ export class Coordinator extends EventEmitter {
     this.host.hold();
     this.role = 'joining';
     const self = this.options.self();
-    const members = this.candidates(self);
+    const members = this.candidates(self, 'walk');
     const incumbent = this.broker ? { node: this.broker.node, term: this.broker.term } : undefined;
     const order = successors({ members, ...(incumbent ? { incumbent } : {}) }, failed);
     for (const node of order) {
@@ -181,7 +191,7 @@ export class Coordinator extends EventEmitter {
       const host = c.addresses[0];
       if (!host) continue;
       try {
-        const a = await this.host.probe(host, c.port);
+        const a = await this.ask(host, c.port, c);
         // Alive: it is the broker already, or it walks the same list and stops at itself.
         this.setFollowing({ node: a.node, term: Math.max(a.term, this.term), host, port: a.port });
         return;
@@ -194,10 +204,18 @@ export class Coordinator extends EventEmitter {
     this.options.log.warn('no broker and no eligible agent reachable; waiting');
   }
 
-  /** Everyone this agent knows, with what it needs to rank and reach them. */
-  private candidates(self: Advert): Advert[] {
+  /**
+   * Everyone this agent knows, with what it needs to rank and reach them. To 'walk' (probe in
+   * turn, which verifies) every advert not refuted yet counts; to 'rank' (the standby, a split's
+   * claims) with proof required, only proven answers and the roster do.
+   */
+  private candidates(self: Advert, purpose: 'walk' | 'rank'): Advert[] {
     const byNode = new Map<string, Advert>();
-    for (const a of this.discovery.peers().values()) byNode.set(a.node, a);
+    for (const a of this.discovery.peers().values()) {
+      if (this.impostors.has(instanceKey(a))) continue;
+      if (purpose === 'walk' || !this.options.requireProof) byNode.set(a.node, a);
+      else if (this.proven.has(a.node)) byNode.set(a.node, this.proven.get(a.node)!);
+    }
     // mDNS never forgets a killed node; the roster (wills, keepalive) says who is really gone.
     for (const s of this.host.roster()) {
       if (s.node === self.node) continue;
@@ -209,7 +227,10 @@ export class Coordinator extends EventEmitter {
   }
 
   private async lead(failed: readonly string[]): Promise<void> {
-    const terms = [this.term, this.broker?.term ?? 0, ...[...this.discovery.peers().values()].map((a) => a.term), ...this.host.roster().map((s) => s.term ?? 0)];
+    // Terms anyone may advertise count only without proof required: a rogue's term 2^53 would
+    // otherwise push the mesh's next term out of range.
+    const heard = this.options.requireProof ? [...this.proven.values()] : [...this.discovery.peers().values()];
+    const terms = [this.term, this.broker?.term ?? 0, ...heard.map((a) => a.term), ...this.host.roster().map((s) => s.term ?? 0)];
     const term = nextTerm(terms);
     this.options.log.info(`becoming the broker (term ${term})`);
     await this.host.becomeBroker(term, [...new Set([...failed, ...this.suspects.keys()])]);
@@ -237,7 +258,7 @@ export class Coordinator extends EventEmitter {
 
   private standbyIsMe(brokerNode: string): boolean {
     const self = this.options.self();
-    const members = this.candidates(self);
+    const members = this.candidates(self, 'rank');
     return decide({ members, incumbent: { node: brokerNode, term: this.term } }).standby === self.node;
   }
 
@@ -287,17 +308,31 @@ export class Coordinator extends EventEmitter {
     });
   }
 
+  /** A hello probe; remembers proven answers and refuted adverts. */
+  private async ask(host: string, port: number, advert?: Advert): Promise<Advert> {
+    try {
+      const answer = await this.host.probe(host, port);
+      if (this.options.requireProof) this.proven.set(answer.node, answer);
+      return answer;
+    } catch (err) {
+      if (err instanceof UnprovenAnswer && advert) {
+        this.impostors.add(instanceKey(advert));
+        this.refuted.add(claimKey(advert));
+      }
+      throw err;
+    }
+  }
+
   /** What the advertised broker answers itself, when it answers as a broker; refuted claims are remembered. */
   private async brokerAnswer(advert: Advert, tries: number): Promise<{ answer: Advert; host: string } | undefined> {
     const host = advert.addresses[0];
     if (!host) return undefined;
     for (let i = 0; i < tries; i++) {
       try {
-        const answer = await this.host.probe(host, advert.port);
+        const answer = await this.ask(host, advert.port, advert);
         return answer.role === 'broker' ? { answer, host } : undefined;
       } catch (err) {
         if (!(err instanceof UnprovenAnswer)) continue;
-        this.refuted.add(claimKey(advert));
         this.options.log.warn(`ignored broker advert of ${advert.node} (term ${advert.term}) at ${host}: ${err.message}`);
         return undefined;
       }
@@ -317,7 +352,7 @@ export class Coordinator extends EventEmitter {
     if (!broker) return undefined;
     const self = this.options.self();
     const inputs: RankInputs | undefined =
-      broker.node === self.node ? self : this.candidates(self).find((c) => c.node === broker.node);
+      broker.node === self.node ? self : this.candidates(self, 'rank').find((c) => c.node === broker.node);
     return inputs ? { ...pickRank(inputs), term: broker.term } : undefined;
   }
 }
@@ -337,6 +372,7 @@ function byClaim(adverts: Advert[]): Advert[] {
 }
 
 const claimKey = (a: Advert): string => `${a.node}/${a.instance}/${a.term}`;
+const instanceKey = (a: Advert): string => `${a.node}/${a.instance}`;
 
 export function statusToAdvert(s: NodeStatus): Advert {
   return {

@@ -25,7 +25,7 @@
  * Split brain (resolveSplit): when two brokers of one mesh meet after a partition heals, the higher
  * term wins; on equal terms the better rank wins.
  */
-import type { Advert } from './advert.js';
+import { MAX_TERM, type Advert } from './advert.js';
 
 export type RankInputs = Pick<Advert, 'node' | 'eligible' | 'ramMiB' | 'cores' | 'throttled'>;
 
@@ -118,9 +118,9 @@ export function resolveSplit(a: BrokerClaim, b: BrokerClaim): BrokerClaim {
   return (byTerm || compareRank(a, b)) <= 0 ? a : b;
 }
 
-/** The term a new broker announces: one more than the highest term seen, so at least 1. */
+/** The term a new broker announces: one more than the highest term seen, so at least 1, at most MAX_TERM. */
 export function nextTerm(seen: readonly number[]): number {
   let max = 0;
   for (const t of seen) if (Number.isFinite(t) && t > max) max = t;
-  return Math.floor(max) + 1;
+  return Math.min(Math.floor(max) + 1, MAX_TERM);
 }

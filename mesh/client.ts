@@ -17,6 +17,7 @@ import { runBatch, type BatchItem, type BatchOptions } from './batch.js';
 import { JobRun, type JobChannel, type JobInput, type JobRunOptions } from './job-client.js';
 import type { Tensor } from './tensor.js';
 import { assertSegment, topics } from './topics.js';
+import { tokenSubject } from './tokens.js';
 
 export interface ClientOptions {
   /** Any agent's address works; give several so the client can reach the mesh if that board dies. */
@@ -90,7 +91,8 @@ export class KizunaClient {
 
   static async connect(options: ClientOptions): Promise<KizunaClient> {
     const mesh = options.mesh ?? 'home';
-    const client = options.client ?? `app-${randomBytes(4).toString('hex')}`;
+    // With a token the app is who the token names: the broker serves it under that name only.
+    const client = options.client ?? (options.token && tokenSubject(options.token)) ?? `app-${randomBytes(4).toString('hex')}`;
     assertSegment('mesh', mesh);
     assertSegment('client', client);
     const urls = Array.isArray(options.url) ? options.url : [options.url];

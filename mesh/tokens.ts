@@ -49,6 +49,21 @@ export function signToken(claims: Omit<TokenClaims, 'v' | 'jti' | 'iat'> & { iat
   return `${body}.${b64url(crypto.sign('sha256', Buffer.from(body), key))}`;
 }
 
+/**
+ * The name a token gives its holder, read WITHOUT checking the signature (the broker checks it):
+ * what an app passes as its client name. Undefined for anything that is not a kz1 token.
+ */
+export function tokenSubject(token: string): string | undefined {
+  const [prefix, claims] = token.split('.');
+  if (prefix !== PREFIX || !claims) return undefined;
+  try {
+    const sub = (JSON.parse(Buffer.from(claims, 'base64url').toString('utf8')) as { sub?: unknown }).sub;
+    return typeof sub === 'string' && isSegment(sub) ? sub : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 const deny = (why: string) => new KizunaError('KZ_ERR_UNAUTHORIZED', why);
 
 /**

@@ -5,6 +5,7 @@
  */
 import fs from 'node:fs';
 import { KizunaError } from '../../mesh/errors.js';
+import { tokenSubject } from '../../mesh/tokens.js';
 
 export const LOGIN_OPTIONS = { token: { type: 'string' as const }, ca: { type: 'string' as const } };
 export const LOGIN_HELP = `  --token TOKEN    an app token of a mesh with credentials (or $KIZUNA_TOKEN)
@@ -17,12 +18,9 @@ export function appLogin(values: { token?: string; ca?: string }): { token?: str
   if (token) {
     out.token = token;
     // The token names the app: requests and answers go under that name (the broker checks it).
-    try {
-      const sub = (JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString('utf8')) as { sub?: unknown }).sub;
-      if (typeof sub === 'string') out.client = sub;
-    } catch {
-      throw new KizunaError('KZ_ERR_UNAUTHORIZED', 'the token is not a Kizuna app token (kz1.<claims>.<signature>)');
-    }
+    const sub = tokenSubject(token);
+    if (!sub) throw new KizunaError('KZ_ERR_UNAUTHORIZED', 'the token is not a Kizuna app token (kz1.<claims>.<signature>)');
+    out.client = sub;
   }
   if (caFile) out.ca = fs.readFileSync(caFile, 'utf8');
   return out;

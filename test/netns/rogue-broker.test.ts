@@ -7,7 +7,7 @@
  * as the mesh's broker, outranking every board (term 1000, 1 TiB, 256 cores). What a user needs:
  *  - every board serves and follows a broker that is one of the real boards;
  *  - an app with the mesh CA is refused by TLS at the rogue, and served through a real board;
- *  - when the rogue announces an even higher term (2^53-1, the highest an advert may carry), the
+ *  - when the rogue announces an even higher term (MAX_TERM, 2^32, the highest an advert may carry), the
  *    elected broker does not step down, every view keeps the same broker and term, and the mesh
  *    still answers; one real board is the standby, and when the broker dies a real board takes over;
  *  - the rogue never completes a TLS handshake nor reads an MQTT CONNECT (so never a token).
@@ -15,8 +15,9 @@
  * with a valid-looking board certificate from its own CA for the same mesh name.
  *
  * Before hello answers were signed, every board followed the rogue and exited ("self-signed
- * certificate in certificate chain"); the TLS check alone kept the tokens safe. The two subtests
- * marked todo are what is still open (ROGUE_STANDBY, TERM_INFLATION).
+ * certificate in certificate chain"); the TLS check alone kept the tokens safe. Then it found the
+ * rogue taking the standby's place (unproven adverts ranked) and term inflation (a new broker took
+ * a term above the rogue's 2^53-1): both fixed, only proven answers and the roster count now.
  *
  * Needs root (CI is root); skips elsewhere, naming what is missing. KZ_NETNS_LOGS=DIR keeps every
  * process's output.
@@ -26,6 +27,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { MAX_TERM } from '../../agent/advert.js';
 import { CLI, cliOk, lastLine } from '../helpers/cli.js';
 import { NetnsLab, netnsAvailable, type LabProcess } from '../helpers/netns.js';
 import { repoRoot } from '../helpers/shared.js';
@@ -39,11 +41,8 @@ const BOARDS = [1, 2, 4];
 /** Where the test's app and hello probes run: a board's host, as on a LAN. */
 const APP_HOST = 2;
 const ROGUE_TERM = 1000;
-/** The highest term an advert may carry (a safe integer). */
-const ESCALATED_TERM = Number.MAX_SAFE_INTEGER;
-/** Known issues (found by this test once signed hello answers had landed). */
-const ROGUE_STANDBY = "the rogue's unproven advert still ranks among every board's candidates (Coordinator.candidates): it takes the standby's place, so no real board is the standby";
-const TERM_INFLATION = 'a new broker takes a term above every advert seen, proven or not (Coordinator.lead): after the rogue announced term 2^53-1, the new broker takes 2^53, not a safe integer, and its hello answers and adverts are refused as invalid';
+/** The highest term an advert may carry: the rogue's escalation is a valid claim. */
+const ESCALATED_TERM = MAX_TERM;
 const fixture = (name: string) => path.join(repoRoot, 'dist', 'test', 'netns', 'fixtures', name);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const available = netnsAvailable();
@@ -299,7 +298,7 @@ describe("a rogue broker in a network namespace advertising the mesh's name: no 
         t.diagnostic(`${p.node} broker (term ${p.term}); the rogue saw: ${s.rogueSummary()}`);
       }));
 
-      test('one real board is the standby: the rogue does not take its place', { todo: ROGUE_STANDBY, timeout: 10_000 }, withLogs(async () => {
+      test('one real board is the standby: the rogue does not take its place', { timeout: 10_000 }, withLogs(async () => {
         assert.ok(s.formed, `no mesh of real boards formed; boards: ${s.boardsSummary()}`);
         const roles = (v: Views) => [...v.values()].map((p) => (answered(p) ? `${p.node} ${p.role}` : JSON.stringify(p))).join(', ');
         const standbys = (v: Views) => [...v.values()].filter((p) => answered(p) && p.role === 'standby').length;
@@ -356,7 +355,7 @@ describe("a rogue broker in a network namespace advertising the mesh's name: no 
         t.diagnostic(`${f.brokerNode} kept term ${f.term} through ${rounds} probes; since the re-announcement the rogue saw: ${s.rogueSummary(rogueFrom)}`);
       }));
 
-      test('the broker dies: a real board takes over, never the rogue, and the mesh answers again', { todo: TERM_INFLATION, timeout: 30_000 }, withLogs(async (t) => {
+      test('the broker dies: a real board takes over, never the rogue, and the mesh answers again', { timeout: 30_000 }, withLogs(async (t) => {
         const f = s.formed;
         assert.ok(f, `no mesh of real boards formed to test against; boards: ${s.boardsSummary()}`);
         const survivors = BOARDS.filter((n) => n !== f.broker);

@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { advertFromTxt, MAX_TERM } from '../../agent/advert.js';
 import { prng, type Rng } from '../helpers/prng.js';
 import {
   compareRank,
@@ -257,6 +258,14 @@ test('nextTerm is one more than the highest term seen, and at least 1', () => {
   assert.equal(nextTerm([3, 7, 2]), 8);
   assert.equal(nextTerm([NaN, 4, Infinity]), 5);
   assert.equal(nextTerm([2.5]), 3);
+});
+
+test('nextTerm never passes MAX_TERM, and an advert claiming more is invalid', () => {
+  assert.equal(nextTerm([MAX_TERM - 1]), MAX_TERM);
+  assert.equal(nextTerm([MAX_TERM, Number.MAX_SAFE_INTEGER]), MAX_TERM);
+  const txt = { v: '1', mesh: 'home', node: 'pi', inst: '0123abcd', role: 'broker', port: '1883', elig: '1', ram: '1024', cores: '4', thr: '0' };
+  assert.equal(advertFromTxt({ ...txt, term: String(MAX_TERM) }, [])?.term, MAX_TERM);
+  assert.equal(advertFromTxt({ ...txt, term: String(MAX_TERM + 1) }, []), undefined);
 });
 
 // ---- Hand-written cases (these read like the rule in docs/MESH.md) ---------------------------
