@@ -177,3 +177,23 @@ test('the same rogue against an open mesh (no credentials) takes the broker role
   assert.notEqual(agents[0]!.mesh.role, 'broker');
   assert.equal(agents[0]!.mesh.broker?.node, 'rogue');
 });
+
+test('with credentials, a device claiming a forming board\'s node id is ignored; the board keeps its id', async (t) => {
+  const network = new MemoryNetwork();
+  const creds = boardsWithCredentials('squat');
+  const agents: Agent[] = [];
+  t.after(async () => {
+    for (const x of agents.reverse()) await x.stop();
+  });
+  agents.push(await board(network, 'a', creds.a));
+  const rogue = await rogueDevice(true);
+  t.after(() => rogue.close());
+  const squatter = new MemoryDiscovery(network);
+  t.after(() => squatter.stop());
+  await squatter.start({ ...rogue.advert, node: 'b', role: 'agent', term: 1 });
+  agents.push(await board(network, 'b', creds.b));
+  const b = agents[1]!;
+  await logged(/\[kizuna:b\] ignored a device at 127\.0\.0\.1 claiming this node id \(b\): .*certificate is not signed by this mesh's CA/);
+  assert.equal(b.node, 'b', 'the board kept the id its certificate names');
+  assert.equal(b.mesh.broker?.node, 'a');
+});
