@@ -12,7 +12,9 @@ import os from 'node:os';
 import path from 'node:path';
 import fc from 'fast-check';
 import { Value } from '@sinclair/typebox/value';
-import { advertFromTxt, advertToTxt, validAdvert, type Advert } from '../../agent/advert.js';
+import { advertFromTxt, advertToTxt, MAX_TERM, validAdvert, type Advert } from '../../agent/advert.js';
+import { helloProver, helloVerifier, newNonce } from '../../agent/discovery/hello-proof.js';
+import { createCA, generateKeyPair, issueCert } from '../../mesh/x509.js';
 import { ConfigSchema, envName, loadConfig } from '../../agent/config.js';
 import { KizunaError } from '../../mesh/errors.js';
 import { isSegment } from '../../mesh/topics.js';
@@ -46,7 +48,7 @@ const advertArb: fc.Arbitrary<Advert> = fc.record({
   node: segmentArb,
   instance: fc.string({ unit: fc.constantFrom(...'0123456789abcdef'), minLength: 8, maxLength: 32 }),
   role: fc.constantFrom('joining' as const, 'agent' as const, 'standby' as const, 'broker' as const),
-  term: fc.oneof(fc.nat(), fc.constant(Number.MAX_SAFE_INTEGER)),
+  term: fc.oneof(fc.nat(), fc.constant(MAX_TERM)),
   port: fc.integer({ min: 1, max: 65535 }),
   addresses: fc.array(fc.oneof(fc.ipV4(), fc.ipV6()), { maxLength: 3 }),
   eligible: fc.boolean(),
@@ -107,6 +109,25 @@ test('validAdvert: any object (a hello answer is any JSON object) gives a boolea
     const ok = valueOr(() => validAdvert(o));
     assert.equal(typeof ok, 'boolean');
   }), 0xad04, 6_000);
+});
+
+test('helloVerifier: any proof value for any advert gives a reason or (only for the member\'s own proof) undefined, never a throw', () => {
+  const ca = createCA({ mesh: 'home' });
+  const { privateKey, publicKey } = generateKeyPair();
+  const cert = issueCert({ ca: { key: ca.key, cert: ca.cert }, publicKey, mesh: 'home', subject: 'pi-a', kind: 'board' }).cert;
+  const prove = helloProver({ cert, key: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString() });
+  const verify = helloVerifier({ ca: ca.cert, mesh: 'home', isRevoked: () => false });
+  const member: Advert = { v: 1, mesh: 'home', node: 'pi-a', instance: '0123abcd', role: 'broker', term: 2, port: 1883, addresses: [], eligible: true, ramMiB: 4096, cores: 4, throttled: false };
+  const real = prove(member, newNonce());
+  const b64 = fc.uint8Array({ maxLength: 600 }).map((b) => Buffer.from(b).toString('base64'));
+  const proofArb = fc.oneof(
+    fc.anything({ maxDepth: 2 }),
+    fc.record({ cert: fc.oneof(b64, fc.constant(real.cert), fc.string()), sig: fc.oneof(b64, fc.constant(real.sig), fc.string()) }),
+  );
+  check(fc.property(advertArb, proofArb, fc.oneof(fc.constant(newNonce()), fc.string()), (a, proof, nonce) => {
+    const why = valueOr(() => verify({ ...a, mesh: 'home' }, proof, nonce));
+    assert.equal(typeof why, 'string', 'no random proof passes');
+  }), 0xad05, 3_000);
 });
 
 // ---------------------------------------------------------------- configuration
