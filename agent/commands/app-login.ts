@@ -1,7 +1,7 @@
 /**
  * How the CLI's app commands (infer, batch) log in to a mesh with credentials: an app token
  * (`kizuna token app NAME`; --token or $KIZUNA_TOKEN) whose name becomes the client name, and the
- * mesh's CA certificate (--ca FILE or $KIZUNA_CA) for mqtts:// URLs.
+ * mesh's CA certificate (--ca FILE or $KIZUNA_CA) for mqtts:// and wss:// URLs.
  */
 import fs from 'node:fs';
 import { KizunaError } from '../../mesh/errors.js';
@@ -9,7 +9,7 @@ import { tokenSubject } from '../../mesh/tokens.js';
 
 export const LOGIN_OPTIONS = { token: { type: 'string' as const }, ca: { type: 'string' as const } };
 export const LOGIN_HELP = `  --token TOKEN    an app token of a mesh with credentials (or $KIZUNA_TOKEN)
-  --ca FILE        the mesh's CA certificate, ca.pem, for mqtts:// (or $KIZUNA_CA)`;
+  --ca FILE        the mesh's CA certificate, ca.pem, for mqtts:// and wss:// (or $KIZUNA_CA)`;
 
 export function appLogin(values: { token?: string; ca?: string }): { token?: string; ca?: string; client?: string } {
   const token = values.token ?? process.env.KIZUNA_TOKEN;
