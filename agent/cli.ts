@@ -9,7 +9,7 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<{ run(argv
   init: { summary: 'create a mesh\'s credentials on this board and print a join token', load: async () => ({ run: (await import('./commands/mesh-admin.js')).init }) },
   join: { summary: 'join a mesh with a token: kizuna join TOKEN', load: async () => ({ run: (await import('./commands/mesh-admin.js')).join }) },
   token: { summary: 'make a join token for a board or a token for an app: kizuna token board|app NAME', load: async () => ({ run: (await import('./commands/mesh-admin.js')).token }) },
-  models: { summary: 'sign a model manifest with the mesh key: kizuna models sign MANIFEST', load: () => import('./commands/models.js') },
+  models: { summary: 'manage models: kizuna models sign MANIFEST (kizuna models --help)', load: () => import('./commands/models.js') },
   revoke: { summary: 'lock a board or an app out of the mesh: kizuna revoke board|app NAME', load: async () => ({ run: (await import('./commands/mesh-admin.js')).revokeCommand }) },
   demo: { summary: 'start 3 agents on loopback and classify held-out MNIST digits through the mesh, one by one and as a shared job', load: () => import('./commands/demo.js') },
 };

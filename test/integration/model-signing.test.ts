@@ -69,7 +69,7 @@ test('kizuna models sign: only where the mesh key is, only a manifest whose mode
   assert.match(fs.readFileSync(signaturePath(manifest), 'utf8'), /^kzm1\.[A-Za-z0-9_-]+\n$/);
   const usage = await runCli(['models']);
   assert.equal(usage.code, 2);
-  assert.match(usage.stdout, /usage: kizuna models sign MANIFEST/);
+  assert.match(usage.stdout, /usage: kizuna models <action>[\s\S]*kizuna models sign MANIFEST/);
 });
 
 describe('a board of the mesh with the signed and the unsigned copy', () => {
