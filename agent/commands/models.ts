@@ -3,6 +3,7 @@
  */
 const ACTIONS: Record<string, { summary: string; load: () => Promise<{ run(argv: string[]): Promise<number> }> }> = {
   sign: { summary: 'sign a model manifest with the mesh key: kizuna models sign MANIFEST', load: () => import('./models-sign.js') },
+  quantize: { summary: 'int8-quantize an fp32 ONNX model: kizuna models quantize IN OUT [--samples DIR]', load: () => import('./models-quantize.js') },
 };
 
 function usage(): string {
