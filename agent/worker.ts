@@ -171,10 +171,10 @@ export class Worker extends EventEmitter {
       return this.inferSlots.run(async () => {
         const inferStart = this.now();
         const outputs = await infer(model, prepared);
-        return { decoded, model, started, preparedAt, inferStart, inferEnd: this.now(), outputs };
+        return { decoded, model, sources: prepared.sources, started, preparedAt, inferStart, inferEnd: this.now(), outputs };
       });
     });
-    const answers = answer(run.model, run.outputs, run.decoded.options.topK);
+    const answers = answer(run.model, run.outputs, { topK: run.decoded.options.topK, sources: run.sources });
     const done = this.now();
     const timings = {
       queue_ms: round(run.started - receivedAt + (run.inferStart - run.preparedAt)),

@@ -8,8 +8,9 @@ import type { RequestBody } from '../mesh/messages.js';
 import type { Tensor } from '../mesh/tensor.js';
 import type { TensorSpec } from './manifest.js';
 import type { LoadedModel } from './store.js';
-import { preprocessImages } from './preprocess.js';
+import { preprocessImages, type ImageSource } from './preprocess.js';
 import { classify } from './postprocess.js';
+import { detect, detectInputSize } from './detect.js';
 
 export interface PipelineLimits {
   maxImagePixels: number;
@@ -19,6 +20,15 @@ export interface PipelineLimits {
 export interface Prepared {
   feeds: Record<string, Tensor>;
   batch: number;
+  /** For images: how each batch item's model pixels map back to its original image. */
+  sources?: ImageSource[];
+}
+
+export interface AnswerOptions {
+  /** Classifiers: how many classes each answer lists (the recipe's topK when absent). */
+  topK?: number;
+  /** Detectors: boxes go back to these images' pixels (Prepared.sources); without, model-input pixels. */
+  sources?: readonly ImageSource[];
 }
 
 export async function prepare(model: LoadedModel, body: RequestBody, limits: PipelineLimits): Promise<Prepared> {
@@ -33,8 +43,8 @@ export async function prepare(model: LoadedModel, body: RequestBody, limits: Pip
     if (typeof batchDim === 'number' && batchDim !== body.images.length) {
       throw new KizunaError('KZ_ERR_BAD_SHAPE', `model ${manifest.name} takes exactly ${batchDim} image(s) per request`);
     }
-    const { tensor } = await preprocessImages(body.images, recipe, { maxPixels: limits.maxImagePixels });
-    return { feeds: { [recipe.input]: tensor }, batch: body.images.length };
+    const { tensor, sources } = await preprocessImages(body.images, recipe, { maxPixels: limits.maxImagePixels });
+    return { feeds: { [recipe.input]: tensor }, batch: body.images.length, sources };
   }
   const feeds = body.inputs;
   const known = new Set(manifest.inputs.map((i) => i.name));
@@ -69,11 +79,19 @@ export async function infer(model: LoadedModel, prepared: Prepared): Promise<Rec
   return model.session.run(prepared.feeds);
 }
 
-/** The post-processed answer per batch item, or undefined when the model has no recipe. */
-export function answer(model: LoadedModel, outputs: Record<string, Tensor>, topK?: number): unknown[] | undefined {
-  const recipe = model.manifest.postprocess;
+/**
+ * The post-processed answer per batch item, or undefined when the model has no recipe:
+ * a classifier's best classes, or a detector's list of boxes.
+ */
+export function answer(model: LoadedModel, outputs: Record<string, Tensor>, options: AnswerOptions = {}): unknown[] | undefined {
+  const { manifest } = model;
+  const recipe = manifest.postprocess;
   if (!recipe || recipe.kind === 'none') return undefined;
   const out = outputs[recipe.output];
   if (!out) throw new KizunaError('KZ_ERR_INFERENCE', `model produced no output "${recipe.output}"`);
-  return classify(out, recipe, model.labels, topK);
+  if (recipe.kind === 'classify') return classify(out, recipe, model.labels, options.topK);
+  const size = detectInputSize(manifest, recipe);
+  // parseManifest refuses a detect recipe without a size; this guards a hand-built manifest.
+  if (!size) throw new KizunaError('KZ_ERR_MANIFEST', `model ${manifest.name}: its detect recipe has no input size`);
+  return detect(out, recipe, size, model.labels, options.sources);
 }
