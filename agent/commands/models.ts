@@ -3,6 +3,8 @@
  */
 const ACTIONS: Record<string, { summary: string; load: () => Promise<{ run(argv: string[]): Promise<number> }> }> = {
   sign: { summary: 'sign a model manifest with the mesh key: kizuna models sign MANIFEST', load: () => import('./models-sign.js') },
+  pull: { summary: 'download a catalogue model, verified by sha256: kizuna models pull NAME [--dir DIR]', load: () => import('./models-pull.js') },
+  catalog: { summary: 'list the catalogue of real models that pull can fetch', load: () => import('./models-catalog.js') },
   quantize: { summary: 'int8-quantize an fp32 ONNX model: kizuna models quantize IN OUT [--samples DIR]', load: () => import('./models-quantize.js') },
 };
 
