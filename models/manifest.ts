@@ -116,6 +116,11 @@ export type DetectPostprocess = Static<typeof DetectPostprocessSchema>;
 export type Manifest = Static<typeof ManifestSchema>;
 
 const checkManifest = TypeCompiler.Compile(ManifestSchema);
+/** A union's error only says "Expected union value": a recipe is checked again against its own kind's schema. */
+const checkPostprocess: Record<string, ReturnType<typeof TypeCompiler.Compile>> = {
+  classify: TypeCompiler.Compile(ClassifyPostprocessSchema),
+  detect: TypeCompiler.Compile(DetectPostprocessSchema),
+};
 
 /** The value as a Manifest, or KZ_ERR_MANIFEST naming `where` and the first schema error. */
 export function parseManifest(value: unknown, where: string): Manifest {
@@ -124,7 +129,11 @@ export function parseManifest(value: unknown, where: string): Manifest {
     if (why) throw new KizunaError('KZ_ERR_MANIFEST', `${where}: /postprocess ${why}`);
     return value;
   }
-  const first = [...checkManifest.Errors(value)][0];
+  let first = [...checkManifest.Errors(value)][0];
+  const post = (value as { postprocess?: { kind?: unknown } } | null)?.postprocess;
+  const byKind = first?.path === '/postprocess' && typeof post?.kind === 'string' ? checkPostprocess[post.kind] : undefined;
+  const precise = byKind && [...byKind.Errors(post)][0];
+  if (precise) first = { ...precise, path: `/postprocess${precise.path}` };
   throw new KizunaError('KZ_ERR_MANIFEST', `${where}: ${first?.path || '/'} ${first?.message ?? 'invalid'}`);
 }
 
