@@ -39,7 +39,7 @@ export interface DownloadOptions {
 }
 
 export interface DownloadResult {
-  /** Bytes sent over the network by all attempts together. */
+  /** Bytes received by all attempts of this call together (a cut attempt's bytes count). */
   transferred: number;
   /** Bytes a previous run had left in the partial file. */
   resumedFrom: number;
@@ -83,7 +83,7 @@ export async function download(options: DownloadOptions): Promise<DownloadResult
   if ((await fileSha256(dest)) === sha256) return { transferred: 0, resumedFrom: 0, requests: 0, ms: 0 };
   const part = partPath(dest, sha256);
   const resumedFrom = await sizeOf(part);
-  let transferred = 0;
+  const counter = { bytes: 0 };
   let requests = 0;
   let restartedOnce = false;
   for (let attempt = 0; ; attempt++) {
@@ -95,7 +95,7 @@ export async function download(options: DownloadOptions): Promise<DownloadResult
     try {
       if (offset < size) {
         requests++;
-        transferred += await fetchInto(url, part, offset, size, attempt, options);
+        await fetchInto(url, part, offset, size, attempt, counter, options);
       }
       const actual = await fileSha256(part);
       if (actual !== sha256) {
@@ -108,7 +108,7 @@ export async function download(options: DownloadOptions): Promise<DownloadResult
         throw new KizunaError('KZ_ERR_MODEL_INTEGRITY', `${url}: the downloaded bytes have sha256 ${actual}, the catalogue says ${sha256}; deleted them`);
       }
       await fs.rename(part, dest);
-      return { transferred, resumedFrom, requests, ms: performance.now() - started };
+      return { transferred: counter.bytes, resumedFrom, requests, ms: performance.now() - started };
     } catch (err) {
       if (!(err instanceof Interrupted) || attempt >= retries) {
         if (err instanceof Interrupted) {
@@ -122,8 +122,8 @@ export async function download(options: DownloadOptions): Promise<DownloadResult
   }
 }
 
-/** One HTTP request appending to `part` from `offset`; returns the bytes received. Throws Interrupted when worth another try. */
-async function fetchInto(url: string, part: string, offset: number, size: number, attempt: number, options: DownloadOptions): Promise<number> {
+/** One HTTP request appending to `part` from `offset`, adding what it receives to `counter`. Throws Interrupted when worth another try. */
+async function fetchInto(url: string, part: string, offset: number, size: number, attempt: number, counter: { bytes: number }, options: DownloadOptions): Promise<void> {
   const started = performance.now();
   const abort = new AbortController();
   const idleMs = options.idleTimeoutMs ?? 30_000;
@@ -178,6 +178,7 @@ async function fetchInto(url: string, part: string, offset: number, size: number
         }
         await file.write(chunk);
         received += chunk.length;
+        counter.bytes += chunk.length;
         options.onProgress?.({ received: at + received, total: size, resumedFrom: at, elapsedMs: performance.now() - started, attempt });
       }
     } catch (err) {
@@ -187,7 +188,6 @@ async function fetchInto(url: string, part: string, offset: number, size: number
       await file.close().catch(() => undefined);
     }
     if (at + received < size) throw new Interrupted(`the transfer ended after ${at + received} of ${size} bytes`);
-    return received;
   } finally {
     clearTimeout(idle);
   }

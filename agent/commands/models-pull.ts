@@ -8,7 +8,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { KizunaError } from '../../mesh/errors.js';
 import { findEntry, formatBytes as mb, loadCatalog, sourceUrl, type CatalogEntry, type VerifiedSource } from '../../models/catalog.js';
-import { download, type Progress } from '../../models/download.js';
+import { download, type DownloadResult, type Progress } from '../../models/download.js';
 import { BUILTIN_MODELS_DIR, loadConfig } from '../config.js';
 
 const HELP = `usage: kizuna models pull NAME [options]
@@ -77,7 +77,7 @@ async function fetchOne(url: string, source: VerifiedSource, dest: string, retri
   console.error(`${label}: ${url}`);
   const r = await download({ url, dest, sha256: source.sha256, size: source.size, retries, onProgress: report.update });
   if (r.requests === 0) console.error(`${label}: already there, sha256 verified`);
-  else report.done(r.transferred, r.resumedFrom, r.ms);
+  else report.done(r);
   return r.transferred;
 }
 
@@ -94,10 +94,10 @@ function progressReporter(label: string) {
       const text = `${label}: ${mb(p.received)} of ${mb(p.total)} (${Math.floor((100 * p.received) / p.total)}%) ${mb(rate)}/s${p.attempt ? ` (attempt ${p.attempt + 1})` : ''}`;
       process.stderr.write(tty ? `\r${text}\x1b[K` : `${text}\n`);
     },
-    done(transferred: number, resumedFrom: number, ms: number) {
-      const rate = ms > 0 ? transferred / (ms / 1000) : 0;
-      const resumed = resumedFrom > 0 ? `, resumed at ${mb(resumedFrom)}` : '';
-      process.stderr.write(`${tty ? '\r\x1b[K' : ''}${label}: ${mb(transferred)} in ${(ms / 1000).toFixed(2)} s, ${mb(rate)}/s (100%${resumed}), sha256 verified\n`);
+    done(r: DownloadResult) {
+      const rate = r.ms > 0 ? r.transferred / (r.ms / 1000) : 0;
+      const how = [r.resumedFrom > 0 ? `resumed at ${mb(r.resumedFrom)}` : '', r.requests > 1 ? `${r.requests} requests` : ''].filter(Boolean).join(', ');
+      process.stderr.write(`${tty ? '\r\x1b[K' : ''}${label}: ${mb(r.transferred)} in ${(r.ms / 1000).toFixed(2)} s, ${mb(rate)}/s (100%${how ? `; ${how}` : ''}), sha256 verified\n`);
     },
   };
 }
