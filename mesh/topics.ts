@@ -11,6 +11,9 @@
  *   kizuna/v1/<mesh>/node/<node>/status          retained: the agent's models and state
  *   kizuna/v1/<mesh>/broker                      retained: the elected broker and its term
  *   kizuna/v1/<mesh>/revoked                     retained: the signed list of revoked boards and apps
+ *   kizuna/v1/<mesh>/catalog/<model>             retained: one model of the mesh catalogue (mesh/catalog.ts)
+ *   kizuna/v1/<mesh>/blobreq/<holder>/<requester>/<sha256>   chunks of a model file asked of a holder
+ *   kizuna/v1/<mesh>/blob/<requester>/<holder>/<sha256>/<i>  chunk i, raw bytes, from that holder
  *
  * The reply topic is derived from the request topic, so a raw image published with
  * mosquitto_pub (no room for metadata in MQTT 3.1.1) still says where its answer goes.
@@ -95,6 +98,28 @@ export const topics = {
   },
   brokerRecord(mesh: string): string {
     return `${ROOT}/${mesh}/broker`;
+  },
+  /** Retained: one model of the mesh catalogue (an empty payload or a signed tombstone retracts it). */
+  catalog(mesh: string, model: string): string {
+    assertSegment('model', model);
+    return `${ROOT}/${mesh}/catalog/${model}`;
+  },
+  allCatalog(mesh: string): string {
+    return `${ROOT}/${mesh}/catalog/+`;
+  },
+  /** `requester` asks `holder` for chunks of the model file `sha256`. */
+  blobRequest(mesh: string, holder: string, requester: string, sha256: string): string {
+    return `${ROOT}/${mesh}/blobreq/${holder}/${requester}/${sha256}`;
+  },
+  blobRequestsTo(mesh: string, holder: string): string {
+    return `${ROOT}/${mesh}/blobreq/${holder}/+/+`;
+  },
+  /** Chunk `index` of `sha256`, sent by `holder` to `requester` (the holder is named: it answers for the bytes). */
+  blobChunk(mesh: string, requester: string, holder: string, sha256: string, index: number): string {
+    return `${ROOT}/${mesh}/blob/${requester}/${holder}/${sha256}/${index}`;
+  },
+  blobChunksTo(mesh: string, requester: string): string {
+    return `${ROOT}/${mesh}/blob/${requester}/+/+/+`;
   },
   nodeStatus(mesh: string, node: string): string {
     return `${ROOT}/${mesh}/node/${node}/status`;
@@ -221,4 +246,32 @@ export function parseShardResultTopic(topic: string): { client: string; job: str
   if (parts.length !== 7 || `${parts[0]}/${parts[1]}` !== ROOT || parts[3] !== 'shardres') return undefined;
   const r = parseRange(parts[6]!);
   return r && isSegment(parts[4]!) && isSegment(parts[5]!) ? { client: parts[4]!, job: parts[5]!, ...r } : undefined;
+}
+
+const SHA256 = /^[0-9a-f]{64}$/;
+/** A chunk index: decimal without leading zeros, one spelling per chunk. */
+const INDEX = /^(0|[1-9]\d{0,8})$/;
+
+/** The model name of a catalogue topic, or undefined. */
+export function parseCatalogTopic(topic: string): { mesh: string; model: string } | undefined {
+  const parts = topic.split('/');
+  if (parts.length !== 5 || `${parts[0]}/${parts[1]}` !== ROOT || parts[3] !== 'catalog') return undefined;
+  return isSegment(parts[2]!) && isSegment(parts[4]!) ? { mesh: parts[2]!, model: parts[4]! } : undefined;
+}
+
+/** A chunk request topic's parts, or undefined. */
+export function parseBlobRequestTopic(topic: string): { holder: string; requester: string; sha256: string } | undefined {
+  const parts = topic.split('/');
+  if (parts.length !== 7 || `${parts[0]}/${parts[1]}` !== ROOT || parts[3] !== 'blobreq') return undefined;
+  const [, , mesh, , holder, requester, sha256] = parts as [string, string, string, string, string, string, string];
+  return isSegment(mesh) && isSegment(holder) && isSegment(requester) && SHA256.test(sha256) ? { holder, requester, sha256 } : undefined;
+}
+
+/** A chunk topic's parts, or undefined. */
+export function parseBlobChunkTopic(topic: string): { requester: string; holder: string; sha256: string; index: number } | undefined {
+  const parts = topic.split('/');
+  if (parts.length !== 8 || `${parts[0]}/${parts[1]}` !== ROOT || parts[3] !== 'blob') return undefined;
+  const [, , mesh, , requester, holder, sha256, index] = parts as [string, string, string, string, string, string, string, string];
+  if (!isSegment(mesh) || !isSegment(requester) || !isSegment(holder) || !SHA256.test(sha256) || !INDEX.test(index)) return undefined;
+  return { requester, holder, sha256, index: Number(index) };
 }

@@ -4,6 +4,11 @@
  * Every path a manifest names stays inside its folder (no absolute path, no "..", no symlink
  * out). With a trust policy (a mesh with credentials), a model that did not ship with the
  * package loads only when the mesh key signed its manifest (models/signature.ts).
+ *
+ * Models also come from the board's content-addressed store (models/cas.ts: added with
+ * `kizuna models add`, or fetched from the mesh): loadStored() checks them the same way (the
+ * manifest, its signature under a trust policy, the bytes against the sha256), and a newer
+ * version from the store replaces the one loaded before it.
  */
 import fs from 'node:fs/promises';
 import path from 'node:path';
@@ -14,6 +19,7 @@ import { manifestPaths, parseManifest, unsafePath, type Manifest } from './manif
 import type { Engine, ModelSession, SessionOptions } from './engine.js';
 import { parseLabels } from './labels.js';
 import { signaturePath, verifyManifest } from './signature.js';
+import type { Cas, StoredModel } from './cas.js';
 
 /** The models shipped with the package: part of the installed software, checked by sha256 only. */
 export const PACKAGE_BUILTIN_DIR = fileURLToPath(new URL('../../models/builtin/', import.meta.url));
@@ -35,6 +41,8 @@ export interface LoadedModel {
   session: ModelSession;
   bytes: number;
   trust?: ModelTrust;
+  /** A model folder of the configuration, or the board's content-addressed store. */
+  source?: 'folder' | 'store';
 }
 
 export interface StoreProblem {
@@ -175,11 +183,76 @@ export class ModelStore {
     if (this.models.has(manifest.name)) {
       throw new KizunaError('KZ_ERR_MANIFEST', `${manifestPath}: a model named ${manifest.name} is already loaded`);
     }
+    const model = await this.open(manifestPath, manifest, onnx, labels, trust, 'folder');
+    this.models.set(manifest.name, model);
+    return model;
+  }
+
+  /**
+   * Loads a model of the content-addressed store: its manifest (and, under a trust policy, the
+   * mesh's signature of it: nothing in the store is built in), its bytes checked against the
+   * sha256. A model of the same name loaded from the store before is replaced once this one
+   * loads; one from a configured folder is not (KZ_ERR_MANIFEST: the folder wins).
+   */
+  async loadStored(cas: Cas, stored: StoredModel): Promise<LoadedModel> {
+    const where = stored.manifestPath;
+    const manifest = parseManifest(stored.manifest, where);
+    let trusted: ModelTrust = 'unchecked';
+    if (this.trust) {
+      if (!stored.sig || !verifyManifest(stored.manifest, stored.sig, this.trust.publicKey)) {
+        throw new KizunaError('KZ_ERR_MODEL_INTEGRITY', `${where}: not signed by this mesh (${stored.sig ? 'the signature does not verify with the mesh key' : 'no signature'}); refusing to load it`);
+      }
+      trusted = 'signed';
+    }
+    const current = this.models.get(manifest.name);
+    if (current && current.source !== 'store') throw new KizunaError('KZ_ERR_MANIFEST', `${where}: a model named ${manifest.name} is already loaded from a model folder`);
+    if (current?.manifest.sha256 === manifest.sha256 && current.manifest.version === manifest.version) return current;
+    const onnx = await cas.readBlob(manifest.sha256);
+    let labels = manifest.labels;
+    if (!labels && manifest.labelsFile) {
+      if (stored.labels === undefined) throw new KizunaError('KZ_ERR_MANIFEST', `${where}: names labels file ${manifest.labelsFile}, which the store does not hold`);
+      labels = parseLabels(stored.labels);
+    }
+    const model = await this.open(where, manifest, onnx, labels, trusted, 'store');
+    // The name may have been taken while this one loaded: the newest load wins, the other is released.
+    const before = this.models.get(manifest.name);
+    if (before && before.source !== 'store') {
+      await model.session.release();
+      throw new KizunaError('KZ_ERR_MANIFEST', `${where}: a model named ${manifest.name} is already loaded from a model folder`);
+    }
+    this.models.set(manifest.name, model);
+    if (before) await before.session.release();
+    return model;
+  }
+
+  /** Every model of the content-addressed store; a bad one is recorded in `problems` and skipped. */
+  async loadStore(cas: Cas): Promise<void> {
+    const stored = await cas.models((file, why) => this.problems.push({ manifest: file, code: 'KZ_ERR_MANIFEST', message: `${file}: ${why}` }));
+    for (const m of stored) {
+      try {
+        await this.loadStored(cas, m);
+      } catch (err) {
+        const e = asKizunaError(err);
+        this.problems.push({ manifest: m.manifestPath, code: e.code, message: e.message });
+      }
+    }
+  }
+
+  /** Stops serving `name` and releases its session; returns whether it was loaded. */
+  async unload(name: string): Promise<boolean> {
+    const model = this.models.get(name);
+    if (!model) return false;
+    this.models.delete(name);
+    await model.session.release();
+    return true;
+  }
+
+  private async open(where: string, manifest: Manifest, onnx: Buffer, labels: readonly string[] | undefined, trust: ModelTrust, source: 'folder' | 'store'): Promise<LoadedModel> {
     let session: ModelSession;
     try {
       session = await this.engine.load(onnx, this.options);
     } catch (err) {
-      throw new KizunaError('KZ_ERR_MODEL_LOAD', `${manifestPath}: the runtime cannot load ${manifest.file}: ${(err as Error).message}`, { cause: err });
+      throw new KizunaError('KZ_ERR_MODEL_LOAD', `${where}: the runtime cannot load ${manifest.file}: ${(err as Error).message}`, { cause: err });
     }
     const missing = [
       ...manifest.inputs.map((i) => i.name).filter((n) => !session.inputNames.includes(n)).map((n) => `input ${n}`),
@@ -189,11 +262,9 @@ export class ModelStore {
     if (post?.kind === 'classify' && !manifest.outputs.some((o) => o.name === post.output)) missing.push(`output ${post.output} (postprocess)`);
     if (missing.length) {
       await session.release();
-      throw new KizunaError('KZ_ERR_MANIFEST', `${manifestPath}: the model has no ${missing.join(', ')}`);
+      throw new KizunaError('KZ_ERR_MANIFEST', `${where}: the model has no ${missing.join(', ')}`);
     }
-    const model: LoadedModel = { manifest, session, bytes: onnx.length, trust, ...(labels ? { labels } : {}) };
-    this.models.set(manifest.name, model);
-    return model;
+    return { manifest, session, bytes: onnx.length, trust, source, ...(labels ? { labels } : {}) };
   }
 
   get(name: string, version?: string): LoadedModel | undefined {
