@@ -16,7 +16,7 @@ import type { ImageSource } from './preprocess.js';
 
 export const DETECT_DEFAULTS = { scoreThreshold: 0.3, iouThreshold: 0.45, maxDetections: 100 } as const;
 
-/** [x1, y1, x2, y2]: left, top, right, bottom, in pixels (right and bottom exclusive edges). */
+/** [x1, y1, x2, y2]: left, top, right, bottom, in pixels. */
 export type Box = [number, number, number, number];
 
 export interface Detection {
