@@ -1,32 +1,33 @@
 /**
- * `kizuna models pull NAME`: downloads a catalogue model (and its labels file) into a model
- * folder, each file verified by sha256 before it appears; the manifest is written last, so an
- * agent never sees a model whose bytes are not all there and checked.
+ * `kizuna models pull NAME`: downloads a catalogue model (and its labels file) into this board's
+ * content-addressed model store (<data dir>/store, models/cas.ts), or into a plain model folder
+ * with --dir. Each file is verified by sha256 before it appears; the manifest is written last, so
+ * an agent never sees a model whose bytes are not all there and checked.
  */
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { KizunaError } from '../../mesh/errors.js';
+import { Cas } from '../../models/cas.js';
 import { findEntry, formatBytes as mb, loadCatalog, sourceUrl, type CatalogEntry, type VerifiedSource } from '../../models/catalog.js';
 import { download, type DownloadResult, type Progress } from '../../models/download.js';
-import { BUILTIN_MODELS_DIR, loadConfig } from '../config.js';
+import { loadConfig } from '../config.js';
 
 const HELP = `usage: kizuna models pull NAME [options]
 
-Downloads a model of the catalogue (kizuna models catalog) into a model folder: NAME.onnx,
-NAME.json (its manifest) and NAME.labels.txt when it has a labels file. Each file is checked
-against its sha256 before it appears; wrong bytes are deleted (KZ_ERR_MODEL_INTEGRITY). An
-interrupted download resumes where it stopped (HTTP Range), in this run or the next.
+Downloads a model of the catalogue (kizuna models catalog) into this board's model store
+(<data dir>/store: the model file by its sha256, the manifest and its labels), or with --dir
+into a plain model folder: NAME.onnx, NAME.json and NAME.labels.txt when it has labels. Each
+file is checked against its sha256 before it appears; wrong bytes are deleted
+(KZ_ERR_MODEL_INTEGRITY). An interrupted download resumes where it stopped (HTTP Range), in
+this run or the next.
 
-  --dir DIR        the model folder (default: the first --models folder of the agent's
-                   configuration that is not the built-in one, else <data dir>/models)
+  --dir DIR        a plain model folder instead of the store (serve it: kizuna agent --models DIR)
   --base-url URL   download from a mirror laid out like the shared folder (URL/models/...)
                    instead of the public URLs; also KIZUNA_MODELS_BASE_URL
   --retries N      further attempts when a transfer is cut (default 3)
-  --data-dir DIR   the agent's data directory (default ~/.kizuna)
-  --config FILE    the agent's JSON config file (for its data dir and model folders)
-
-Serve what you pulled with: kizuna agent --models <that folder>`;
+  --data-dir DIR   the board's data directory (default ~/.kizuna)
+  --config FILE    the agent's JSON config file (for its data directory)`;
 
 export async function run(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -49,30 +50,45 @@ export async function run(argv: string[]): Promise<number> {
   const retries = values.retries === undefined ? 3 : Number(values.retries);
   if (!Number.isInteger(retries) || retries < 0 || retries > 100) throw new KizunaError('KZ_ERR_CONFIG', `--retries ${values.retries}: a whole number from 0 to 100`);
   const entry = findEntry(await loadCatalog(), name);
-  const dir = path.resolve(values.dir ?? defaultDir(values['data-dir'], values.config));
   const baseUrl = values['base-url'] ?? (process.env.KIZUNA_MODELS_BASE_URL || undefined);
-  const files = pullFiles(entry).map((f) => ({ ...f, url: sourceUrl(f.source, baseUrl) }));
-  await fs.mkdir(dir, { recursive: true });
+  const model = { label: `${entry.name}.onnx`, source: entry.model, url: sourceUrl(entry.model, baseUrl) };
+  const labels = entry.labels && { label: `${entry.name}.labels.txt`, source: entry.labels, url: sourceUrl(entry.labels, baseUrl) };
+  const version = `${entry.name}@${entry.manifest.version}`;
 
-  let transferred = 0;
-  for (const f of files) transferred += await fetchOne(f.url, f.source, path.join(dir, f.file), retries);
-  const manifest = { ...entry.manifest, file: files[0]!.file, ...(entry.labels ? { labelsFile: files[1]!.file } : {}) };
-  const manifestPath = path.join(dir, `${entry.name}.json`);
-  const tmp = path.join(dir, `.${entry.name}.json.tmp`);
-  await fs.writeFile(tmp, `${JSON.stringify(manifest, null, 2)}\n`);
-  await fs.rename(tmp, manifestPath);
-  const what = [...files.map((f) => f.file), path.basename(manifestPath)].join(', ');
-  console.log(`pulled ${entry.name}@${entry.manifest.version} into ${dir} (${what}; ${transferred ? `${mb(transferred)} downloaded` : 'already there, verified'})`);
+  if (values.dir !== undefined) {
+    const dir = path.resolve(values.dir);
+    await fs.mkdir(dir, { recursive: true });
+    let transferred = await fetchOne(model, path.join(dir, model.label), retries);
+    if (labels) transferred += await fetchOne(labels, path.join(dir, labels.label), retries);
+    const manifest = { ...entry.manifest, file: model.label, ...(labels ? { labelsFile: labels.label } : {}) };
+    const tmp = path.join(dir, `.${entry.name}.json.tmp`);
+    await fs.writeFile(tmp, `${JSON.stringify(manifest, null, 2)}\n`);
+    await fs.rename(tmp, path.join(dir, `${entry.name}.json`));
+    const what = [model.label, ...(labels ? [labels.label] : []), `${entry.name}.json`].join(', ');
+    console.log(`pulled ${version} into ${dir} (${what}; ${done(transferred)})`);
+    return 0;
+  }
+
+  const config = loadConfig({ flags: { ...(values['data-dir'] ? { dataDir: values['data-dir'] } : {}), ...(values.config ? { config: values.config } : {}) } });
+  const cas = await Cas.open(path.join(config.dataDir, 'store'));
+  // The blob appears under its sha256 only once verified (the partial file beside it is hidden).
+  let transferred = await fetchOne(model, cas.blobPath(entry.model.sha256), retries);
+  await fs.chmod(cas.blobPath(entry.model.sha256), 0o444);
+  let labelsText: string | undefined;
+  if (labels) {
+    const tmp = path.join(cas.root, 'partial', `labels.${labels.source.sha256}.txt`);
+    transferred += await fetchOne(labels, tmp, retries);
+    labelsText = await fs.readFile(tmp, 'utf8');
+    await fs.rm(tmp, { force: true });
+  }
+  const stored = await cas.putManifest({ manifest: entry.manifest, ...(labelsText !== undefined ? { labels: labelsText } : {}) });
+  console.log(`pulled ${version} into the model store ${cas.root} (${stored.key}, blob ${entry.model.sha256.slice(0, 16)}; ${done(transferred)})`);
   return 0;
 }
 
-/** The files a pull writes, the model first: NAME.onnx, then NAME.labels.txt. */
-function pullFiles(entry: CatalogEntry): { file: string; source: VerifiedSource }[] {
-  return [{ file: `${entry.name}.onnx`, source: entry.model }, ...(entry.labels ? [{ file: `${entry.name}.labels.txt`, source: entry.labels }] : [])];
-}
+const done = (transferred: number) => (transferred ? `${mb(transferred)} downloaded` : 'already there, verified');
 
-async function fetchOne(url: string, source: VerifiedSource, dest: string, retries: number): Promise<number> {
-  const label = path.basename(dest);
+async function fetchOne({ label, source, url }: { label: string; source: VerifiedSource; url: string }, dest: string, retries: number): Promise<number> {
   const report = progressReporter(label);
   console.error(`${label}: ${url}`);
   const r = await download({ url, dest, sha256: source.sha256, size: source.size, retries, onProgress: report.update });
@@ -100,12 +116,4 @@ function progressReporter(label: string) {
       process.stderr.write(`${tty ? '\r\x1b[K' : ''}${label}: ${mb(r.transferred)} in ${(r.ms / 1000).toFixed(2)} s, ${mb(rate)}/s (100%${how ? `; ${how}` : ''}), sha256 verified\n`);
     },
   };
-}
-
-
-/** The first configured model folder that is not the package's own, else <data dir>/models. */
-function defaultDir(dataDir: string | undefined, config: string | undefined): string {
-  const cfg = loadConfig({ flags: { ...(dataDir ? { dataDir } : {}), ...(config ? { config } : {}) } });
-  const builtin = path.resolve(BUILTIN_MODELS_DIR);
-  return cfg.models.map((m) => path.resolve(m)).find((m) => m !== builtin) ?? path.join(cfg.dataDir, 'models');
 }

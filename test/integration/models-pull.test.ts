@@ -1,7 +1,7 @@
 /**
  * `kizuna models pull` as a real process against a real HTTP server on loopback that serves the
- * shared folder as a mirror (with Range): a pulled model is verified and then served by a real
- * agent; a transfer cut halfway resumes with Range (in the same run, and in the next run);
+ * shared folder as a mirror (with Range): a pulled model is verified, then served by a real agent
+ * (plain folder) or loaded from the board's content-addressed store (the default); a transfer cut halfway resumes with Range (in the same run, and in the next run);
  * corrupt bytes are refused and leave nothing; an unknown name lists the catalogue.
  * Skipped when ../shared is absent.
  */
@@ -13,6 +13,7 @@ import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { loadDigits } from '../../models/builtin/digits-data.js';
+import { Cas } from '../../models/cas.js';
 import { OnnxEngine } from '../../models/onnx-engine.js';
 import { answer, infer, prepare } from '../../models/pipeline.js';
 import { digitToPng } from '../../models/render.js';
@@ -93,6 +94,11 @@ let folders = 0;
 const newFolder = () => path.join(root, `models-${folders++}`);
 const listing = (dir: string) => (fs.existsSync(dir) ? fs.readdirSync(dir).sort() : []);
 const mirror = new Mirror();
+/** The first held-out digit of each class. */
+const oneDigitPerClass = () => {
+  const heldOut = loadDigits().heldOut;
+  return Array.from({ length: 10 }, (_, label) => heldOut.find((d) => d.label === label)!);
+};
 
 before(() => mirror.start());
 after(async () => {
@@ -129,14 +135,13 @@ describe('kizuna models catalog and pull, no download', () => {
 });
 
 describe('kizuna models pull from a mirror on loopback', { skip }, () => {
-  test('mnist: downloaded into <data dir>/models, verified, then served by a real agent that reads digits right', async (t) => {
-    const dataDir = newFolder();
-    const dir = path.join(dataDir, 'models');
-    const r = await runCli(['models', 'pull', 'mnist', '--data-dir', dataDir, '--base-url', mirror.url]);
+  test('mnist into a plain folder (--dir): verified, then served by a real agent that reads digits right over MQTT', async (t) => {
+    const dir = newFolder();
+    const r = await runCli(['models', 'pull', 'mnist', '--dir', dir, '--base-url', mirror.url]);
     assert.equal(r.code, 0, r.stderr);
     assert.deepEqual(listing(dir), ['mnist.json', 'mnist.onnx']);
     assert.match(r.stderr, /mnist\.onnx: 26\.6 kB in [\d.]+ s, [\d.]+ [kM]B\/s \(100%\), sha256 verified/);
-    assert.match(r.stdout, /pulled mnist@7 into .*models \(mnist\.onnx, mnist\.json; 26\.6 kB downloaded\)/);
+    assert.match(r.stdout, /pulled mnist@7 into .* \(mnist\.onnx, mnist\.json; 26\.6 kB downloaded\)/);
     const manifest = JSON.parse(fs.readFileSync(path.join(dir, 'mnist.json'), 'utf8'));
     assert.equal(manifest.file, 'mnist.onnx');
     assert.equal(manifest.sha256, 'bd5891fdd7987910bfc3d8fc9a697a88e48309e26e529faa87931fba52904fe8');
@@ -151,19 +156,45 @@ describe('kizuna models pull from a mirror on loopback', { skip }, () => {
     const agent = await startAgent({ node: 'pulled', models: [dir] });
     const client = await connectClient(agent);
     try {
-      // The first held-out digit of each class, as PNG through MQTT.
-      const digits = loadDigits().heldOut;
       let right = 0;
-      for (let label = 0; label < 10; label++) {
-        const digit = digits.find((d) => d.label === label)!;
+      for (const digit of oneDigitPerClass()) {
         const res = await client.infer('mnist', await digitToPng(digit.pixels));
-        if ((res.answers![0] as Top).label === String(label)) right++;
+        if ((res.answers![0] as Top).label === String(digit.label)) right++;
       }
       t.diagnostic(`pulled mnist through a real agent: ${right}/10 digits right`);
       assert.equal(right, 10);
     } finally {
       await client.close();
       await agent.stop();
+    }
+  });
+
+  test('by default into the board\'s content-addressed store (<data dir>/store): blob by sha256, manifest, labels; the model store loads and runs them', async () => {
+    const dataDir = newFolder();
+    for (const name of ['mnist', 'mobilenetv2-int8']) {
+      const r = await runCli(['models', 'pull', name, '--data-dir', dataDir, '--base-url', mirror.url]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, new RegExp(`pulled ${name}@\\d+ into the model store ${dataDir}/store \\(${name}@\\d+, blob [0-9a-f]{16}; `));
+    }
+    const store = path.join(dataDir, 'store');
+    assert.deepEqual(listing(path.join(store, 'blobs')), ['83530ad811bc31d2b60a5599a21265a5057608c9b044b4ee758cc22f2309f54f', 'bd5891fdd7987910bfc3d8fc9a697a88e48309e26e529faa87931fba52904fe8']);
+    assert.deepEqual(listing(path.join(store, 'manifests')), ['mnist@7.json', 'mobilenetv2-int8@12.json', 'mobilenetv2-int8@12.labels']);
+    assert.deepEqual(listing(path.join(store, 'partial')), []);
+    const cas = await Cas.open(store);
+    assert.deepEqual((await cas.verify()).bad, []);
+    const models = new ModelStore(new OnnxEngine());
+    try {
+      await models.loadStore(cas);
+      assert.deepEqual(models.problems, []);
+      const limits = { maxImagePixels: 1 << 24, maxBatch: 1 };
+      const run = async (name: string, image: Uint8Array) => {
+        const model = models.get(name)!;
+        return answer(model, await infer(model, await prepare(model, { kind: 'images', images: [image] }, limits)))![0] as Top;
+      };
+      for (const digit of oneDigitPerClass()) assert.equal((await run('mnist', await digitToPng(digit.pixels))).label, String(digit.label));
+      assert.equal((await run('mobilenetv2-int8', fs.readFileSync(sharedPath(...KITTEN)!))).label, 'tabby, tabby cat');
+    } finally {
+      await models.close();
     }
   });
 
