@@ -6,8 +6,8 @@ import type { Duplex } from 'node:stream';
 import { Aedes, type Client } from 'aedes';
 import type { Logger } from '../agent/log.js';
 import { KizunaError } from '../mesh/errors.js';
-import { identityKey, mayPublish, maySubscribe, type Identity } from './acl.js';
-import { topics } from '../mesh/topics.js';
+import { identityKey, mayPublish, maySubscribe, type Identity, type Verdict } from './acl.js';
+import { parseCatalogTopic, topics } from '../mesh/topics.js';
 
 /**
  * Who a connecting client is. Absent: an open broker (loopback, no credentials), where anyone
@@ -24,6 +24,12 @@ export interface BrokerSecurity {
   acceptRevocations?(payload: Buffer): boolean;
   /** Whether a connected identity is revoked now. */
   isRevoked?(id: Identity): boolean;
+  /**
+   * A catalogue message (`catalog/<model>`) that the ACL lets this identity publish: whether its
+   * content is acceptable (agent/distribution.ts catalogGate: the mesh key's signature). Absent:
+   * catalogue messages are refused, since nothing could check them.
+   */
+  acceptCatalog?(model: string, payload: Buffer, id: Identity): Verdict;
 }
 
 /** Agents connect as `kizuna-agent-<node>` (agent/broker-role.ts agentClientId). */
@@ -53,6 +59,7 @@ export class EmbeddedBroker {
       onDenied?.(d);
     };
     const shardResults = security ? topics.allShardResults(security.mesh).slice(0, -1) : '';
+    const catalogPrefix = security ? topics.allCatalog(security.mesh).slice(0, -1) : '';
     /**
      * A client id is a session: whoever takes one closes its holder's connection (and fires its
      * will). Agents' ids are their boards' alone, and no identity may take an id another holds.
@@ -67,7 +74,12 @@ export class EmbeddedBroker {
     };
     const aedes = await Aedes.createBroker({
       authenticate: (client, username, password, callback) => {
-        if (!security) return callback(null, true);
+        if (!security) {
+          // An open mesh: each client its own allowance (else it keeps the small one of a
+          // connection that has not logged in, and a client with many requests in flight is cut).
+          (client.conn as { identified?: (key: string) => void }).identified?.(`open:${client.id}`);
+          return callback(null, true);
+        }
         try {
           const id = security.identify({ clientId: client.id, ...(username !== undefined ? { username } : {}), ...(password !== undefined ? { password } : {}), conn: client.conn });
           claimClientId(client.id, id);
@@ -106,6 +118,12 @@ export class EmbeddedBroker {
           // The dispatcher blames the board a shard result names: it must be the one that sent it.
           const head = (Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload)).subarray(0, 300).toString('utf8');
           if (!head.startsWith(`{"v":1,"agent":${JSON.stringify(id.node)},`)) verdict = { ok: false, why: `board ${id.node} sent shard results in another board's name` };
+        }
+        if (verdict.ok && id && packet.topic.startsWith(catalogPrefix)) {
+          // Retained for every board to act on: only what the mesh key vouches for.
+          const model = parseCatalogTopic(packet.topic)?.model;
+          const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload);
+          verdict = !model ? { ok: false, why: 'not a catalogue topic' } : security.acceptCatalog ? security.acceptCatalog(model, payload, id) : { ok: false, why: 'this broker cannot check catalogue entries' };
         }
         if (verdict.ok) return callback(null);
         deny({ kind: 'publish', clientId: client.id, why: verdict.why });

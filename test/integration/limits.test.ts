@@ -58,3 +58,30 @@ test('a client publishing beyond its allowance is cut off; the others are served
   await closed;
   assert.equal(await answered(), digit.label, 'the other client is still served');
 });
+
+test('on an open mesh a client has its own burst after CONNACK (45 publishes at once of 50), not the 20 of a connection that has not logged in', async () => {
+  const socket = net.connect(port, '127.0.0.1');
+  await once(socket, 'connect');
+  socket.on('error', () => undefined);
+  const received: Buffer[] = [];
+  let closed = false;
+  socket.once('close', () => (closed = true));
+  /** Resolves once `byte` (a packet type) has arrived; rejects if the broker closes first. */
+  const got = (byte: number) => new Promise<void>((resolve, reject) => {
+    const check = () => {
+      if (Buffer.concat(received).includes(byte)) return resolve();
+      if (closed) return reject(new Error(`closed by the broker before 0x${byte.toString(16)}`));
+      socket.once('data', (d: Buffer) => (received.push(d), check()));
+      socket.once('close', check);
+    };
+    check();
+  });
+  socket.write(Buffer.from('101100044d5154540402003c00056275727374', 'hex')); // CONNECT, client id "burst"
+  await got(0x20); // CONNACK: the broker has taken the client in
+  const topic = Buffer.from('kizuna/v1/home/burst/x');
+  const one = Buffer.concat([Buffer.from([0x30, topic.length + 2 + 4, 0, topic.length]), topic, Buffer.from('ping')]);
+  socket.write(Buffer.concat([...Array.from({ length: 45 }, () => one), Buffer.from([0xc0, 0x00])]));
+  await got(0xd0); // PINGRESP after the burst: still connected
+  assert.equal(socket.destroyed, false);
+  socket.destroy();
+});
