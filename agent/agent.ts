@@ -20,6 +20,9 @@ import type { Engine } from '../models/engine.js';
 import { OnnxEngine } from '../models/onnx-engine.js';
 import { SimulatedEngine } from '../models/simulated-engine.js';
 import { ModelStore } from '../models/store.js';
+import { Cas } from '../models/cas.js';
+import type { FetchOptions } from '../models/transfer.js';
+import { catalogGate, Distribution, storeDir } from './distribution.js';
 import type { Advert, Role } from './advert.js';
 import { advertOf, statusOf, type SelfState } from './self.js';
 import { agentClientId, BrokerRole } from './broker-role.js';
@@ -58,6 +61,8 @@ export interface AgentDeps {
   log?: Logger;
   /** Replaces the discovery the config asks for (tests: an in-memory network). */
   discovery?: Discovery;
+  /** Timeouts and window of model transfers (tests: short timeouts). */
+  fetch?: FetchOptions;
 }
 
 export class Agent {
@@ -74,6 +79,9 @@ export class Agent {
   /** What the worker listens on: the transport, or the embedded broker in-process when this agent hosts it. */
   private bus?: SwitchBus;
   private worker?: Worker;
+  /** This board's content-addressed model store, and the models it exchanges with the mesh. */
+  private cas?: Cas;
+  private distribution?: Distribution;
   private role: Role = 'joining';
   private term = 0;
   private seq = 0;
@@ -134,6 +142,11 @@ export class Agent {
     return this.coordinator?.current ?? { role: this.role, term: this.term };
   }
 
+  /** Models across the mesh on this board (its events are what tests read), once connected. */
+  get models(): Distribution | undefined {
+    return this.distribution;
+  }
+
   get dispatcher(): Dispatcher | undefined {
     return this.brokerRole?.dispatcher ?? this.externalDispatcher;
   }
@@ -151,6 +164,7 @@ export class Agent {
   private async abort(): Promise<void> {
     this.coordinator?.stop();
     await this.externalDispatcher?.stop().catch(() => undefined);
+    await this.distribution?.stop().catch(() => undefined);
     await this.transport?.close(true).catch(() => undefined);
     await this.brokerRole?.stop().catch(() => undefined);
     await this.discovery?.stop().catch(() => undefined);
@@ -161,6 +175,9 @@ export class Agent {
   private async open(): Promise<void> {
     const { config, log } = this;
     await this.store.loadFolders(config.models);
+    // Then the board's own store: models added here or fetched from the mesh, checked the same way.
+    this.cas = await Cas.open(storeDir(config.dataDir));
+    await this.store.loadStore(this.cas);
     for (const p of this.store.problems) log.error(`${p.code}: ${p.message}`);
     for (const m of this.store.list()) log.info(`model ${m.manifest.name}@${m.manifest.version} loaded (${(m.bytes / 1024).toFixed(0)} KiB)`);
     if (config.broker) {
@@ -288,9 +305,14 @@ export class Agent {
         const self = this.advert();
         const record = { v: 1 as const, node: this.node, term, host: self.addresses[0] ?? '127.0.0.1', port: self.port, since: Date.now() };
         const revocations = this.security?.creds.revokedPayload;
+        const security = this.security && {
+          ...this.security.broker,
+          acceptCatalog: catalogGate(this.security.creds.publicKey, (name) => this.distribution?.current(name)),
+        };
         this.brokerRole = await BrokerRole.start({
           mesh: config.mesh, self: this.node, record, mirror: this.roster, failed, rejoinGraceMs: config.rejoinGraceMs, log: log.child('broker'),
-          ...(this.security ? { security: this.security.broker } : {}), ...(revocations ? { revocations } : {}),
+          ...(security ? { security } : {}), ...(revocations ? { revocations } : {}),
+          catalog: this.distribution?.retained() ?? [],
         });
         if (this.bus) await this.bus.use(new LocalBus(this.brokerRole.broker));
         // Drop what went to the old route first: setRoute hands the held connections to this one.
@@ -344,6 +366,13 @@ export class Agent {
     this.bus = new SwitchBus(this.brokerRole ? new LocalBus(this.brokerRole.broker) : this.transport);
     this.worker = new Worker(this.bus, this.store, { ...config, node: this.node }, log.child('worker'));
     await this.worker.start();
+    this.distribution = new Distribution({
+      mesh: config.mesh, node: this.node, cas: this.cas!, store: this.store, bus: this.transport, roster: this.roster, log: log.child('models'),
+      statusChanged: () => void this.publishStatus(),
+      ...(this.security ? { publicKey: this.security.creds.publicKey } : {}),
+      ...(this.deps.fetch ? { fetch: this.deps.fetch } : {}),
+    });
+    await this.distribution.start();
     await this.publishStatus();
   }
 
@@ -404,7 +433,10 @@ export class Agent {
 
   private self(): SelfState {
     const { config, node, instance, started, role, term, seq, draining } = this;
-    return { config, node, instance, started, role, term, seq, draining, port: this.meshListener?.port ?? config.port, models: this.store.list() };
+    return {
+      config, node, instance, started, role, term, seq, draining, port: this.meshListener?.port ?? config.port, models: this.store.list(),
+      ...(this.distribution ? { transfers: this.distribution.transfers() } : {}),
+    };
   }
 
   /** This agent's view of the mesh (in hello answers: how tests and operators compare views). */
@@ -427,6 +459,7 @@ export class Agent {
     // Goodbyes wait for a broker only so long: with none reachable a status would queue for ever.
     await bounded(this.publishStatus(), GOODBYE_MS);
     await this.worker?.stop();
+    await this.distribution?.stop();
     await bounded(this.publishStatus(false), GOODBYE_MS);
     await this.externalDispatcher?.stop();
     await this.transport?.close();

@@ -46,10 +46,13 @@ export class BrokerRole {
     security?: BrokerSecurity;
     /** The signed revocation list to keep retained (so the next broker's clients see it too). */
     revocations?: Buffer;
+    /** The mesh catalogue this agent mirrored (agent/distribution.ts), retained again here. */
+    catalog?: readonly { topic: string; payload: Buffer }[];
   }): Promise<BrokerRole> {
     const { mesh, mirror, log } = options;
     const broker = await EmbeddedBroker.create(log.child('aedes'), options.security);
     if (options.revocations) await broker.publish(topics.revoked(mesh), options.revocations, true);
+    for (const { topic, payload } of options.catalog ?? []) await broker.publish(topic, payload, true);
     const dispatcher = new Dispatcher(broker, { mesh, node: options.self, log: log.child('dispatcher') });
     const role = new BrokerRole(broker, dispatcher, mesh);
     for (const status of mirror.all()) {

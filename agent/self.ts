@@ -20,6 +20,8 @@ export interface SelfState {
   draining: boolean;
   port: number;
   models: readonly LoadedModel[];
+  /** Model files being fetched from the mesh (agent/distribution.ts). */
+  transfers?: readonly { name: string; sha256: string; done: number; total: number }[];
 }
 
 export function advertOf(s: SelfState): Advert {
@@ -60,6 +62,7 @@ export function statusOf(s: SelfState): NodeStatus {
       outputs: m.outputs,
       ...(m.preprocess ? { image: { width: m.preprocess.width, height: m.preprocess.height, channels: m.preprocess.channels } } : {}),
     })),
+    ...(s.transfers?.length ? { transfers: s.transfers.slice(0, 64).map((t) => ({ ...t })) } : {}),
   };
 }
 

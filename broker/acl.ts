@@ -7,6 +7,12 @@
  *    it reads only its own tasks and shards, the statuses, the broker record and the revocations;
  *  - an app A publishes requests and jobs in its own name only and reads only its own answers
  *    (and the statuses, to see the mesh);
+ *  - models across the mesh (agent/distribution.ts): boards and apps publish catalogue entries,
+ *    retained (on a mesh with credentials the broker also checks the content: the mesh key's
+ *    signature, broker/embedded.ts); a board asks for chunks only as itself
+ *    (`blobreq/+/N/+`), and anyone who holds a file sends its chunks only in its own name
+ *    (`blob/+/N/+/+`, so a requester knows whom to blame for a bad one); each reads only the
+ *    requests to it and the chunks for it;
  *  - tasks and shards are published by the dispatcher inside the broker's process (no client
  *    does: so no board, however compromised, can assign work), as are the broker record and the
  *    seeded statuses;
@@ -38,12 +44,18 @@ function publishRules(id: Identity, mesh: string): { pattern: string; retain: bo
       { pattern: `${m}/node/${id.node}/status`, retain: true },
       { pattern: `${m}/res/+/+`, retain: false },
       { pattern: `${m}/shardres/+/+/+`, retain: false },
+      { pattern: `${m}/catalog/+`, retain: true },
+      { pattern: `${m}/blobreq/+/${id.node}/+`, retain: false },
+      { pattern: `${m}/blob/+/${id.node}/+/+`, retain: false },
     ];
   }
   if (id.kind === 'app') {
     return [
       { pattern: `${m}/req/+/${id.name}/+`, retain: false },
       { pattern: `${m}/job/+/${id.name}/+`, retain: false },
+      // An app (a laptop pushing a model) publishes the entry and serves the chunks until a board holds it.
+      { pattern: `${m}/catalog/+`, retain: true },
+      { pattern: `${m}/blob/+/${id.name}/+/+`, retain: false },
     ];
   }
   return [];
@@ -52,9 +64,9 @@ function publishRules(id: Identity, mesh: string): { pattern: string; retain: bo
 /** The filters an identity may subscribe to (any filter they contain is fine too). */
 function subscribeRules(id: Identity, mesh: string): string[] {
   const m = `${ROOT}/${mesh}`;
-  const mesh_view = [`${m}/node/+/status`, `${m}/broker`, `${m}/revoked`];
-  if (id.kind === 'board') return [...mesh_view, `${m}/task/${id.node}/#`, `${m}/shard/${id.node}/#`];
-  if (id.kind === 'app') return [...mesh_view, `${m}/res/${id.name}/+`, `${m}/jobres/${id.name}/+`];
+  const mesh_view = [`${m}/node/+/status`, `${m}/broker`, `${m}/revoked`, `${m}/catalog/+`];
+  if (id.kind === 'board') return [...mesh_view, `${m}/task/${id.node}/#`, `${m}/shard/${id.node}/#`, `${m}/blobreq/${id.node}/+/+`, `${m}/blob/${id.node}/+/+/+`];
+  if (id.kind === 'app') return [...mesh_view, `${m}/res/${id.name}/+`, `${m}/jobres/${id.name}/+`, `${m}/blobreq/${id.name}/+/+`];
   return [];
 }
 

@@ -60,6 +60,10 @@ export const NodeStatusSchema = Type.Object({
   /** How many requests the dispatcher may give it at once (its credits). */
   slots: Type.Optional(Count),
   models: Type.Optional(Type.Array(ModelSummarySchema, { maxItems: 1024 })),
+  /** Model files it is fetching from the mesh now: bytes done of total (agent/distribution.ts). */
+  transfers: Type.Optional(
+    Type.Array(Type.Object({ name: Type.String({ maxLength: 128 }), sha256: Type.String({ maxLength: 128 }), done: Count, total: Count }), { maxItems: 64 }),
+  ),
 });
 
 export type ModelSummary = Static<typeof ModelSummarySchema>;

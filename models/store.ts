@@ -145,8 +145,12 @@ export async function readModel(
   return { manifest, onnx, trust: trusted, ...(labels ? { labels } : {}) };
 }
 
+/** A replaced or unloaded model's session is released this long after (an inference may still run on it). */
+const RETIRE_MS = 10_000;
+
 export class ModelStore {
   private readonly models = new Map<string, LoadedModel>();
+  private readonly retiring = new Set<ModelSession>();
   readonly problems: StoreProblem[] = [];
 
   constructor(
@@ -221,7 +225,7 @@ export class ModelStore {
       throw new KizunaError('KZ_ERR_MANIFEST', `${where}: a model named ${manifest.name} is already loaded from a model folder`);
     }
     this.models.set(manifest.name, model);
-    if (before) await before.session.release();
+    if (before) this.retire(before.session);
     return model;
   }
 
@@ -243,8 +247,15 @@ export class ModelStore {
     const model = this.models.get(name);
     if (!model) return false;
     this.models.delete(name);
-    await model.session.release();
+    this.retire(model.session);
     return true;
+  }
+
+  private retire(session: ModelSession): void {
+    this.retiring.add(session);
+    setTimeout(() => {
+      if (this.retiring.delete(session)) void session.release().catch(() => undefined);
+    }, RETIRE_MS).unref();
   }
 
   private async open(where: string, manifest: Manifest, onnx: Buffer, labels: readonly string[] | undefined, trust: ModelTrust, source: 'folder' | 'store'): Promise<LoadedModel> {
@@ -277,8 +288,9 @@ export class ModelStore {
   }
 
   async close(): Promise<void> {
-    const all = [...this.models.values()];
+    const all = [...this.models.values()].map((m) => m.session).concat([...this.retiring]);
     this.models.clear();
-    await Promise.all(all.map((m) => m.session.release()));
+    this.retiring.clear();
+    await Promise.all(all.map((s) => s.release()));
   }
 }
