@@ -9,8 +9,17 @@ export interface SessionOptions {
 export interface ModelSession {
   readonly inputNames: readonly string[];
   readonly outputNames: readonly string[];
+  /** Each input's and output's dtype and shape as the model file declares them (when the runtime tells). */
+  describe?(): { inputs: ValueInfo[]; outputs: ValueInfo[] };
   run(feeds: Record<string, Tensor>): Promise<Record<string, Tensor>>;
   release(): Promise<void>;
+}
+
+/** A model input or output as its file declares it: a dtype name and sizes or symbolic names (unknown rank: no shape). */
+export interface ValueInfo {
+  name: string;
+  dtype: string;
+  shape?: (number | string)[];
 }
 
 export interface Engine {

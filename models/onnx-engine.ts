@@ -1,5 +1,5 @@
 /** The only module that touches onnxruntime-node; loaded lazily so start-up stays small. */
-import type { Engine, ModelSession, SessionOptions } from './engine.js';
+import type { Engine, ModelSession, SessionOptions, ValueInfo } from './engine.js';
 import { isDType, type Tensor, type TensorData } from '../mesh/tensor.js';
 import { KizunaError } from '../mesh/errors.js';
 
@@ -37,6 +37,12 @@ class OnnxSession implements ModelSession {
   }
   get outputNames(): readonly string[] {
     return this.session.outputNames;
+  }
+
+  describe(): { inputs: ValueInfo[]; outputs: ValueInfo[] } {
+    const info = (m: import('onnxruntime-node').InferenceSession.ValueMetadata): ValueInfo =>
+      m.isTensor ? { name: m.name, dtype: m.type, shape: [...m.shape] } : { name: m.name, dtype: 'non-tensor' };
+    return { inputs: this.session.inputMetadata.map(info), outputs: this.session.outputMetadata.map(info) };
   }
 
   async run(feeds: Record<string, Tensor>): Promise<Record<string, Tensor>> {
