@@ -12,6 +12,7 @@ import { Cas } from '../../models/cas.js';
 import { findEntry, formatBytes as mb, loadCatalog, sourceUrl, type CatalogEntry, type VerifiedSource } from '../../models/catalog.js';
 import { download, type DownloadResult, type Progress } from '../../models/download.js';
 import { loadConfig } from '../config.js';
+import { storeDir } from '../distribution.js';
 
 const HELP = `usage: kizuna models pull NAME [options]
 
@@ -70,7 +71,7 @@ export async function run(argv: string[]): Promise<number> {
   }
 
   const config = loadConfig({ flags: { ...(values['data-dir'] ? { dataDir: values['data-dir'] } : {}), ...(values.config ? { config: values.config } : {}) } });
-  const cas = await Cas.open(path.join(config.dataDir, 'store'));
+  const cas = await Cas.open(storeDir(config.dataDir));
   // The blob appears under its sha256 only once verified (the partial file beside it is hidden).
   let transferred = await fetchOne(model, cas.blobPath(entry.model.sha256), retries);
   await fs.chmod(cas.blobPath(entry.model.sha256), 0o444);

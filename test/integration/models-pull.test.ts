@@ -169,7 +169,7 @@ describe('kizuna models pull from a mirror on loopback', { skip }, () => {
     }
   });
 
-  test('by default into the board\'s content-addressed store (<data dir>/store): blob by sha256, manifest, labels; the model store loads and runs them', async () => {
+  test('by default into the board\'s content-addressed store (<data dir>/store): blob by sha256, manifest, labels; a real agent with that data dir serves them', async () => {
     const dataDir = newFolder();
     for (const name of ['mnist', 'mobilenetv2-int8']) {
       const r = await runCli(['models', 'pull', name, '--data-dir', dataDir, '--base-url', mirror.url]);
@@ -182,19 +182,15 @@ describe('kizuna models pull from a mirror on loopback', { skip }, () => {
     assert.deepEqual(listing(path.join(store, 'partial')), []);
     const cas = await Cas.open(store);
     assert.deepEqual((await cas.verify()).bad, []);
-    const models = new ModelStore(new OnnxEngine());
+    // A real agent with that data directory serves both from its store.
+    const agent = await startAgent({ node: 'store', dataDir, models: [] });
+    const client = await connectClient(agent);
     try {
-      await models.loadStore(cas);
-      assert.deepEqual(models.problems, []);
-      const limits = { maxImagePixels: 1 << 24, maxBatch: 1 };
-      const run = async (name: string, image: Uint8Array) => {
-        const model = models.get(name)!;
-        return answer(model, await infer(model, await prepare(model, { kind: 'images', images: [image] }, limits)))![0] as Top;
-      };
-      for (const digit of oneDigitPerClass()) assert.equal((await run('mnist', await digitToPng(digit.pixels))).label, String(digit.label));
-      assert.equal((await run('mobilenetv2-int8', fs.readFileSync(sharedPath(...KITTEN)!))).label, 'tabby, tabby cat');
+      for (const digit of oneDigitPerClass()) assert.equal(((await client.infer('mnist', await digitToPng(digit.pixels))).answers![0] as Top).label, String(digit.label));
+      assert.equal(((await client.infer('mobilenetv2-int8', fs.readFileSync(sharedPath(...KITTEN)!))).answers![0] as Top).label, 'tabby, tabby cat');
     } finally {
-      await models.close();
+      await client.close();
+      await agent.stop();
     }
   });
 
