@@ -9,9 +9,10 @@
  */
 import { KizunaError } from '../../mesh/errors.js';
 import type { Engine } from '../engine.js';
-import { GraphIndex } from '../onnx/graph.js';
+import { dropUnused, GraphIndex } from '../onnx/graph.js';
 import { graphOf, initializerMap, opsetVersion, readModel, toNumber, writeModel, type IntLike, type NodeProto } from '../onnx/model.js';
 import { calibrate } from './calibrate.js';
+import { fuseConvAdd } from './fuse.js';
 import { quantizeDynamic } from './dynamic.js';
 import { opsetBlocker, QDQ_OPSET, raiseOpset } from './opset.js';
 import type { QuantizeMode, QuantizeOptions, QuantizeReport } from './report.js';
@@ -77,13 +78,22 @@ export async function quantizeModel(bytes: Uint8Array, options: QuantizeOptions 
   if (perChannel && !weights.perChannel) report.notes.push(`per-tensor static weights: per-channel DequantizeLinear needs opset ${QDQ_OPSET}`);
 
   const graph = graphOf(model);
-  const index = new GraphIndex(graph);
-  const inits = initializerMap(graph);
+  let index = new GraphIndex(graph);
   const rewrite = new Rewrite();
   const nodes = (graph.node ?? []).filter((n) => isDefaultDomain(n) && WEIGHTED.has(n.opType ?? ''));
+  const staticCandidates = nodes.filter(wantStatic);
+  const convs = staticCandidates.filter((n) => n.opType === 'Conv');
+  if (convs.length && opset >= 10) {
+    const { fused, replaced } = fuseConvAdd(graph, index, convs);
+    if (fused) {
+      dropUnused(graph, replaced);
+      index = new GraphIndex(graph);
+      report.notes.push(`${fused} Conv -> Add(constant) pair(s) fused into a Conv with bias`);
+    }
+  }
+  const inits = initializerMap(graph);
 
   // Static first: its plan decides the tensors to calibrate, on the float graph.
-  const staticCandidates = nodes.filter(wantStatic);
   const fallback: NodeProto[] = [];
   if (staticCandidates.length && opset < 10) for (const n of staticCandidates) skip(n, `QuantizeLinear needs opset 10 (model has ${opset})`);
   else if (staticCandidates.length) {

@@ -9,6 +9,7 @@ import { KizunaError } from '../../mesh/errors.js';
 import type { Tensor } from '../../mesh/tensor.js';
 import type { Manifest } from '../manifest.js';
 import { preprocessImages } from '../preprocess.js';
+import { DataType, graphOf, initializerMap, toNumber, type IntLike, type ModelProto } from '../onnx/model.js';
 import type { Feeds } from './report.js';
 
 const IMAGE = /\.(jpe?g|png|webp|gif|tiff?|avif)$/i;
@@ -48,7 +49,7 @@ export function parseNpy(bytes: Uint8Array, where: string): Tensor {
 }
 
 /**
- * One Feeds per file, for a model whose first input is `input`. Images need the manifest's
+ * One Feeds per file, each the value of the model input `input`. Images need the manifest's
  * image pre-processing; .npy arrays are taken as they are.
  */
 export async function loadSamples(files: readonly string[], input: string, manifest?: Manifest): Promise<Feeds[]> {
@@ -61,7 +62,29 @@ export async function loadSamples(files: readonly string[], input: string, manif
     }
     if (!manifest?.preprocess) throw new KizunaError('KZ_ERR_CONFIG', `${file} is an image: give --manifest with an image preprocess to turn it into the model's input`);
     const { tensor } = await preprocessImages([bytes], manifest.preprocess, { maxPixels: MAX_PIXELS });
-    feeds.push({ [manifest.preprocess.input]: tensor });
+    feeds.push({ [input]: tensor });
+  }
+  return feeds;
+}
+
+/**
+ * Inputs made up from the model's declared inputs (symbolic dimensions as 1, values uniform in
+ * [0, 1) from a fixed seed): enough to time a model, meaningless for agreement. Undefined when
+ * an input is not float32.
+ */
+export function syntheticFeeds(model: ModelProto): Feeds | undefined {
+  const graph = graphOf(model);
+  const inits = initializerMap(graph);
+  const feeds: Feeds = {};
+  let seed = 0x6b697a75;
+  const random = (): number => ((seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) / 2 ** 32);
+  for (const v of graph.input ?? []) {
+    if (!v.name || inits.has(v.name)) continue;
+    const t = v.type?.tensorType;
+    if (t?.elemType !== DataType.FLOAT) return undefined;
+    const shape = (t.shape?.dim ?? []).map((d) => (d.dimValue != null && toNumber(d.dimValue as IntLike) > 0 ? toNumber(d.dimValue as IntLike) : 1));
+    const data = new Float32Array(shape.reduce((a, b) => a * b, 1)).map(random);
+    feeds[v.name] = { dtype: 'float32', shape, data };
   }
   return feeds;
 }

@@ -21,6 +21,8 @@ import type { Range } from './calibrate.js';
 import type { Rewrite } from './rewrite.js';
 import { activationParams, quantizeBias, quantizeSymmetric, type WeightOptions } from './weights.js';
 
+const PASS_THROUGH = new Set(['MaxPool', 'Reshape', 'Flatten', 'Transpose', 'Squeeze', 'Unsqueeze', 'Identity']);
+
 interface StaticNode {
   node: NodeProto;
   /** Channel axis of the weight (input 1). */
@@ -126,10 +128,20 @@ export function applyStatic(plan: StaticPlan, ranges: Map<string, Range>, index:
   }
   const producerOf = (t: string): NodeProto | null => plan.folds.find((f) => f.to === t)?.producer ?? index.producer.get(t) ?? null;
 
+  // A tensor made from a quantized one by an operator that only moves or selects values
+  // (MaxPool, Reshape...) takes its range: with equal Q/DQ parameters on both sides onnxruntime
+  // drops the pair and runs the operator on uint8.
+  const rangeOf = (t: string, depth = 0): Range | undefined => {
+    const p = producerOf(t);
+    const x = p?.input?.[0];
+    const passes = p && PASS_THROUGH.has(p.opType ?? '') && (p.output ?? []).filter(Boolean).length === 1;
+    return passes && x && plan.tensors.has(x) && depth < 1000 ? rangeOf(x, depth + 1) : ranges.get(t);
+  };
+
   // Activations: one Q -> DQ pair per tensor, after its producer; readers take the DQ.
   const params = new Map<string, { scale: number }>();
   for (const t of plan.tensors) {
-    const range = ranges.get(t);
+    const range = rangeOf(t);
     if (!range) throw new Error(`calibration gave no range for tensor ${t}`);
     const { scale, zeroPoint } = activationParams(range.min, range.max);
     const [s, z, q, dq] = [`${t}_scale`, `${t}_zero_point`, `${t}_quantized`, `${t}_dequantized`].map((x) => index.fresh(x)) as [string, string, string, string];
