@@ -9,12 +9,14 @@ import { parseArgs } from 'node:util';
 import { appLogin, LOGIN_HELP, LOGIN_OPTIONS } from './app-login.js';
 import { KizunaClient } from '../../mesh/client.js';
 import type { BatchProgress } from '../../mesh/batch.js';
+import { batchSummary } from './answers.js';
 
 const HELP = `usage: kizuna batch MODEL DIR|GLOB [options]
 
 Runs MODEL on every image (jpg, jpeg, png, webp, gif, tif, tiff) of DIR, or of the files matching
 GLOB (a * in the file name, e.g. 'photos/*.jpg'), across the mesh. Writes one JSON line per image,
-in order: {"file", "index", "agent", "label", "score", "answers"} or {"file", "index", "error"}.
+in order: {"file", "index", "agent", "label", "score", "answers"} ("objects" instead of label and
+score for a detector) or {"file", "index", "error"}.
 
   --out FILE       where to write the JSON lines (default: standard output); an existing FILE is
                    resumed: the images it already has are skipped
@@ -116,10 +118,9 @@ export async function run(argv: string[]): Promise<number> {
     });
     for await (const item of items) {
       const file = files[item.index]!;
-      const top = item.result?.answers?.[0] as { label?: string; score?: number } | undefined;
       const line = item.error
         ? { file, index: item.index, error: { code: item.error.code, message: item.error.message } }
-        : { file, index: item.index, agent: item.result!.agent, label: top?.label, score: top?.score, answers: item.result!.answers };
+        : { file, index: item.index, agent: item.result!.agent, ...batchSummary(item.result!.answers?.[0]), answers: item.result!.answers };
       if (item.error) failed++;
       out.write(JSON.stringify(line) + '\n');
       if (stopping) break;

@@ -2,6 +2,7 @@
 import fs from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { appLogin, LOGIN_HELP, LOGIN_OPTIONS } from './app-login.js';
+import { answerLines } from './answers.js';
 import { KizunaClient, type InferResult } from '../../mesh/client.js';
 import { sniffImage } from '../../mesh/image.js';
 
@@ -63,11 +64,8 @@ function printable(r: InferResult) {
 
 function describe(r: InferResult): string {
   const head = `${r.model}@${r.version} answered by ${r.agent} in ${r.timings.total_ms.toFixed(2)} ms (queue ${r.timings.queue_ms.toFixed(2)}, pre ${r.timings.pre_ms.toFixed(2)}, inference ${r.timings.infer_ms.toFixed(2)}, post ${r.timings.post_ms.toFixed(2)})`;
-  const answers = (r.answers ?? []) as { label?: string; score?: number; top?: { label: string; score: number }[] }[];
-  const lines = answers.map((a, i) => {
-    const top = (a.top ?? []).map((t) => `${t.label} ${(t.score * 100).toFixed(1)}%`).join(', ');
-    return `${answers.length > 1 ? `[${i}] ` : ''}${a.label} (${((a.score ?? 0) * 100).toFixed(1)}%)${top ? `   top: ${top}` : ''}`;
-  });
+  const answers = r.answers ?? [];
+  const lines = answerLines(answers);
   if (!answers.length) {
     for (const [name, t] of Object.entries(r.outputs)) lines.push(`${name}: ${t.dtype}${JSON.stringify(t.shape)}`);
   }
