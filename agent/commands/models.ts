@@ -6,6 +6,11 @@ const ACTIONS: Record<string, { summary: string; load: () => Promise<{ run(argv:
   pull: { summary: 'download a catalogue model, verified by sha256: kizuna models pull NAME [--dir DIR]', load: () => import('./models-pull.js') },
   catalog: { summary: 'list the catalogue of real models that pull can fetch', load: () => import('./models-catalog.js') },
   quantize: { summary: 'int8-quantize an fp32 ONNX model: kizuna models quantize IN OUT [--samples DIR]', load: () => import('./models-quantize.js') },
+  list: { summary: 'list this board\'s store and, with --mesh, the mesh catalogue and who holds each model: kizuna models list [--mesh]', load: () => import('./models-list.js') },
+  add: { summary: 'add a model to this board\'s store and share it with the mesh: kizuna models add FILE|MANIFEST [--name N] [--manifest M]', load: () => import('./models-add.js') },
+  rm: { summary: 'remove a model from this board\'s store, or with --mesh from every board: kizuna models rm NAME[@VERSION] [--mesh]', load: () => import('./models-rm.js') },
+  verify: { summary: 'hash this board\'s model files again, quarantine mismatches: kizuna models verify', load: () => import('./models-verify.js') },
+  push: { summary: 'publish a model to the mesh from a laptop and serve it until a board holds it: kizuna models push FILE|MANIFEST --broker URL', load: () => import('./models-push.js') },
 };
 
 function usage(): string {
