@@ -33,7 +33,23 @@ function publishCases(): { topic: string; retain: boolean; allowed: (id: Identit
     out.push({ topic: topics.task(MESH, owner, { ...req, client: 'cam' }), retain: false, allowed: () => false });
     out.push({ topic: topics.shard(MESH, owner, { model: 'digits', client: 'cam', job: 'j', start: 0, end: 2 }), retain: false, allowed: () => false });
     out.push({ topic: topics.jobResults(MESH, owner, 'j1'), retain: false, allowed: () => false });
+    // Models across the mesh: a board asks for chunks only as itself; whoever holds a file (a
+    // board, or an app pushing one) sends chunks only in its own name, never retained.
+    const sha = 'ab'.repeat(32);
+    out.push({ topic: topics.blobRequest(MESH, 'pi-a', owner, sha), retain: false, allowed: (id) => isBoard(id, owner) });
+    out.push({ topic: topics.blobRequest(MESH, owner, 'pi-b', sha), retain: false, allowed: (id) => isBoard(id, 'pi-b') });
+    out.push({ topic: topics.blobRequest(MESH, 'pi-a', owner, sha), retain: true, allowed: () => false });
+    out.push({ topic: topics.blobChunk(MESH, 'pi-b', owner, sha, 0), retain: false, allowed: (id) => isBoard(id, owner) || isApp(id, owner) });
+    out.push({ topic: topics.blobChunk(MESH, owner, 'pi-a', sha, 7), retain: false, allowed: (id) => isBoard(id, 'pi-a') });
+    out.push({ topic: topics.blobChunk(MESH, 'pi-b', owner, sha, 0), retain: true, allowed: () => false });
   }
+  // Catalogue entries: any board or app, retained (the broker then checks the content: see
+  // test/integration/distribution.test.ts); never another mesh's.
+  out.push({ topic: topics.catalog(MESH, 'digits'), retain: true, allowed: (id) => id.kind === 'board' || id.kind === 'app' });
+  out.push({ topic: topics.catalog(MESH, 'digits'), retain: false, allowed: (id) => id.kind === 'board' || id.kind === 'app' });
+  out.push({ topic: topics.catalog('other', 'digits'), retain: true, allowed: () => false });
+  out.push({ topic: `kizuna/v1/${MESH}/catalog/digits/x`, retain: true, allowed: () => false });
+  out.push({ topic: `kizuna/v1/${MESH}/blob/pi-b/pi-a/${'ab'.repeat(32)}`, retain: false, allowed: () => false });
   out.push({ topic: topics.brokerRecord(MESH), retain: true, allowed: () => false });
   out.push({ topic: `kizuna/v1/${MESH}/revoked`, retain: true, allowed: () => false });
   out.push({ topic: topics.nodeStatus('other', 'pi-a'), retain: true, allowed: () => false });
@@ -69,6 +85,13 @@ test('subscribe: each identity reads its own tasks or answers and the mesh view,
     { filter: `${m}/task/+/#`, allowed: () => false },
     { filter: `kizuna/v1/+/node/+/status`, allowed: () => false },
     { filter: `$SYS/#`, allowed: () => false },
+    { filter: `${m}/catalog/+`, allowed: () => true },
+    { filter: `${m}/catalog/digits`, allowed: () => true },
+    { filter: `${m}/catalog/#`, allowed: () => false },
+    { filter: `${m}/blobreq/+/+/+`, allowed: () => false },
+    { filter: `${m}/blobreq/#`, allowed: () => false },
+    { filter: `${m}/blob/+/+/+/+`, allowed: () => false },
+    { filter: `${m}/blob/#`, allowed: () => false },
   ];
   for (const owner of [...boards, ...apps]) {
     cases.push({ filter: `${m}/task/${owner}/#`, allowed: (id) => id.kind === 'board' && id.node === owner });
@@ -79,6 +102,13 @@ test('subscribe: each identity reads its own tasks or answers and the mesh view,
     cases.push({ filter: `${m}/res/${owner}/#`, allowed: () => false });
     cases.push({ filter: `${m}/jobres/${owner}/+`, allowed: (id) => id.kind === 'app' && id.name === owner });
     cases.push({ filter: `${m}/shardres/${owner}/+/+`, allowed: () => false });
+    // Chunk requests to oneself (a board, or an app serving what it pushes); chunks for oneself (boards).
+    cases.push({ filter: `${m}/blobreq/${owner}/+/+`, allowed: (id) => who(id) === owner });
+    cases.push({ filter: `${m}/blobreq/${owner}/pi-b/${'ab'.repeat(32)}`, allowed: (id) => who(id) === owner });
+    cases.push({ filter: `${m}/blobreq/+/${owner}/+`, allowed: () => false });
+    cases.push({ filter: `${m}/blob/${owner}/+/+/+`, allowed: (id) => id.kind === 'board' && id.node === owner });
+    cases.push({ filter: `${m}/blob/${owner}/#`, allowed: () => false });
+    cases.push({ filter: `${m}/blob/+/${owner}/+/+`, allowed: () => false });
   }
   for (const c of cases) {
     for (const id of ids) {
