@@ -72,8 +72,14 @@ export class Fetch extends EventEmitter {
   private readonly timers: Timers;
   private readonly inflight = new Map<number, { holder: string; deadline: number }>();
   private readonly writing = new Set<number>();
-  /** Holders a chunk should not be asked of again (it was bad, or late, from them). */
-  private readonly notFrom = new Map<number, Set<string>>();
+  /**
+   * Per chunk, the holders it was asked of without success (bad, late, "not here"), and until
+   * when it may not be asked of them again: another holder is preferred, and a holder that lacks
+   * a chunk is not asked for it again at once (no busy loop when it is the only one).
+   */
+  private readonly notFrom = new Map<number, Map<string, number>>();
+  /** When a chunk blocked for every holder may be asked again. */
+  private wakeAt = Infinity;
   private readonly badChunks = new Map<string, number>();
   private readonly avoidUntil = new Map<string, number>();
   /** Holders that were late or said "not here": asked last for a while. */
@@ -129,12 +135,12 @@ export class Fetch extends EventEmitter {
     this.inflight.delete(index);
     if (bytes.length === 0) {
       this.laterUntil.set(holder, this.timers.now() + this.o.timeoutMs);
-      this.notFrom.set(index, new Set([...(this.notFrom.get(index) ?? []), holder]));
+      this.block(index, holder, this.timers.now() + this.o.timeoutMs);
       return this.pump();
     }
     const why = bytes.length !== chunkBytes(this.plan, index) ? `${bytes.length} bytes, not ${chunkBytes(this.plan, index)}` : sha256(bytes) !== this.plan.chunks[index] ? 'sha256 mismatch' : undefined;
     if (why) {
-      this.notFrom.set(index, new Set([...(this.notFrom.get(index) ?? []), holder]));
+      this.block(index, holder, this.timers.now() + this.o.timeoutMs);
       this.emit('bad-chunk', { holder, index, why });
       const strikes = (this.badChunks.get(holder) ?? 0) + 1;
       this.badChunks.set(holder, strikes);
@@ -198,6 +204,12 @@ export class Fetch extends EventEmitter {
     await this.partial.discard();
   }
 
+  private block(index: number, holder: string, until: number): void {
+    const m = this.notFrom.get(index) ?? new Map<string, number>();
+    m.set(holder, until);
+    this.notFrom.set(index, m);
+  }
+
   /** Holders to ask now, the ones that were late or lacked a chunk last. */
   private usable(now: number): string[] {
     const ok = this.port.holders().filter((h) => (this.avoidUntil.get(h) ?? 0) <= now);
@@ -219,14 +231,21 @@ export class Fetch extends EventEmitter {
         }
       } else {
         this.stalled = false;
-        const preferred = holders.filter((h) => (this.laterUntil.get(h) ?? 0) <= now);
-        const pool = preferred.length ? preferred : holders;
         const batches = new Map<string, number[]>();
         for (const i of want) {
-          const fresh = pool.filter((h) => !this.notFrom.get(i)?.has(h));
-          const from = fresh.length ? fresh : pool;
+          const tried = this.notFrom.get(i);
+          const open = holders.filter((h) => (tried?.get(h) ?? 0) <= now);
+          if (!open.length) {
+            // Every holder lacked it, or sent it bad, a moment ago: wait a little.
+            this.wakeAt = Math.min(this.wakeAt, ...holders.map((h) => tried?.get(h) ?? now));
+            continue;
+          }
+          const fresh = open.filter((h) => !tried?.has(h));
+          const from = fresh.length ? fresh : open;
+          const prompt = from.filter((h) => (this.laterUntil.get(h) ?? 0) <= now);
+          const pool = prompt.length ? prompt : from;
           // A new holder for each batch, in turn: the load spreads over every holder.
-          const holder = from[Math.floor(this.turn / this.o.batch) % from.length]!;
+          const holder = pool[Math.floor(this.turn / this.o.batch) % pool.length]!;
           this.turn++;
           const list = batches.get(holder) ?? [];
           list.push(i);
@@ -243,8 +262,8 @@ export class Fetch extends EventEmitter {
 
   private arm(): void {
     this.disarm();
-    if (this.ended || !this.inflight.size) return;
-    const next = Math.min(...[...this.inflight.values()].map((f) => f.deadline));
+    const next = Math.min(this.wakeAt, ...[...this.inflight.values()].map((f) => f.deadline));
+    if (this.ended || next === Infinity) return;
     this.timer = this.timers.setTimeout(() => this.expire(), Math.max(0, next - this.timers.now()));
   }
 
@@ -257,11 +276,13 @@ export class Fetch extends EventEmitter {
     this.timer = undefined;
     if (this.ended) return;
     const now = this.timers.now();
+    this.wakeAt = Infinity;
     for (const [i, f] of this.inflight) {
       if (f.deadline > now) continue;
       this.inflight.delete(i);
       this.laterUntil.set(f.holder, now + this.o.timeoutMs);
-      this.notFrom.set(i, new Set([...(this.notFrom.get(i) ?? []), f.holder]));
+      // It has waited a full timeout already: asked again at once, of another holder if there is one.
+      this.block(i, f.holder, now);
     }
     this.pump();
   }

@@ -286,3 +286,22 @@ test('chunk server: sends what it holds, checked against the plan; "not here" (e
   assert.deepEqual(corrupt, [{ sha256: p.sha256, index: 1 }]);
   server.stop();
 });
+
+test('fetch: a holder that says "not here" is not asked for that chunk again before a timeout (no busy loop)', async () => {
+  const cas = await open();
+  const bytes = crypto.randomBytes(2 * 4096);
+  const p = planChunks(bytes, 4096);
+  const asked: { holder: string; chunks: number[] }[] = [];
+  const timers = fakeTimers();
+  const fetch = new Fetch(await cas.partial(p), { holders: () => ['lacking'], request: (holder, chunks) => asked.push({ holder, chunks }) }, { window: 2, batch: 2, timeoutMs: 1000, timers });
+  fetch.start();
+  assert.deepEqual(asked.splice(0), [{ holder: 'lacking', chunks: [0, 1] }]);
+  fetch.onChunk('lacking', 0, Buffer.alloc(0));
+  fetch.onChunk('lacking', 1, Buffer.alloc(0));
+  assert.deepEqual(asked, [], 'not asked again at once');
+  timers.advance(999);
+  assert.deepEqual(asked, []);
+  timers.advance(1);
+  assert.deepEqual(asked.splice(0), [{ holder: 'lacking', chunks: [0, 1] }], 'asked again after the timeout');
+  await fetch.stop();
+});
