@@ -63,7 +63,9 @@ export async function quantizeModel(bytes: Uint8Array, options: QuantizeOptions 
 
   // Opset: per-channel Q/DQ needs 13, DynamicQuantizeLinear 11, Q/DQ at all 10.
   let opset = from;
-  if (weighted.length && from < QDQ_OPSET) {
+  const anyStatic = weighted.some(wantStatic);
+  const needed = anyStatic ? (perChannel ? QDQ_OPSET : 10) : 11;
+  if (weighted.length && from < needed) {
     const blocker = opsetBlocker(model);
     if (blocker === undefined) {
       raiseOpset(model, new GraphIndex(graphOf(model)));
