@@ -17,6 +17,7 @@ import { DataType, graphOf, makeNode, makeTensor, opsetVersion, readModel, tenso
 import { grayToPng } from '../../models/preprocess.js';
 import { compareModels } from '../../models/quantize/evaluate.js';
 import { quantizeModel, type Feeds } from '../../models/quantize/quantize.js';
+import { loadSamples, parseNpy, sampleFiles } from '../../models/quantize/samples.js';
 import { activationParams, quantizeBias, quantizeSymmetric } from '../../models/quantize/weights.js';
 import { runCli } from '../helpers/cli.js';
 import { expectedSharedPath, repoRoot, sharedPath } from '../helpers/shared.js';
@@ -83,6 +84,7 @@ function smallConvNet(opset: number, softmax: boolean): Uint8Array {
     makeTensor('lo', [], Float32Array.of(0)), makeTensor('hi', [], Float32Array.of(6)),
     makeTensor('w2', [6, 4, 3, 3], values(216, 0.3)), makeTensor('b2', [6, 1, 1], values(6, 0.1)),
     makeTensor('w3', [10, 96], values(960, 0.3)), makeTensor('b3', [10], values(10, 0.1)),
+    ...(opset < 13 ? [] : [makeTensor('axes', [1], BigInt64Array.of(1n))]),
   ];
   const nodes: NodeProto[] = [
     makeNode('Conv', ['x', 'w1', 'b1'], ['c1'], { pads: [1, 1, 1, 1], kernel_shape: [3, 3] }),
@@ -92,8 +94,10 @@ function smallConvNet(opset: number, softmax: boolean): Uint8Array {
     makeNode('Relu', ['z2'], ['a2']),
     makeNode('MaxPool', ['a2'], ['p'], { kernel_shape: [2, 2], strides: [2, 2] }),
     makeNode('Flatten', ['p'], ['f']),
-    makeNode('Unsqueeze', ['f'], ['u'], { axes: [1] }),
-    makeNode('Squeeze', ['u'], ['s'], { axes: [1] }),
+    // axes: an attribute before opset 13, an input from 13
+    ...(opset < 13
+      ? [makeNode('Unsqueeze', ['f'], ['u'], { axes: [1] }), makeNode('Squeeze', ['u'], ['s'], { axes: [1] })]
+      : [makeNode('Unsqueeze', ['f', 'axes'], ['u']), makeNode('Squeeze', ['u', 'axes'], ['s'])]),
     makeNode('Gemm', ['s', 'w3', 'b3'], [softmax ? 'logits' : 'y'], { transB: 1, alpha: 0.5, beta: 2.5 }),
     ...(softmax ? [makeNode('Softmax', ['logits'], ['y'])] : []),
   ];
@@ -151,6 +155,38 @@ test('static quantization without samples is refused (KZ_ERR_CONFIG); auto witho
   assert.deepEqual(report.quantized, { static: {}, dynamic: { Gemm: 1 } });
   assert.deepEqual(report.skipped.map((s) => s.op), ['Conv', 'Conv']);
   assert.match(report.skipped[0]!.reason, /calibration samples/);
+});
+
+/** A .npy file (format 1.0) of little-endian float32 values, as numpy.save writes it. */
+function npy(shape: number[], data: Float32Array, descr = '<f4'): Buffer {
+  let header = `{'descr': '${descr}', 'fortran_order': False, 'shape': (${shape.join(', ')}${shape.length === 1 ? ',' : ''}), }`;
+  header += ' '.repeat(63 - ((10 + header.length) % 64)) + '\n';
+  const head = Buffer.alloc(10);
+  head.write('\x93NUMPY', 0, 'latin1');
+  head.writeUInt8(1, 6);
+  head.writeUInt16LE(header.length, 8);
+  return Buffer.concat([head, Buffer.from(header, 'latin1'), Buffer.from(data.buffer, data.byteOffset, data.byteLength)]);
+}
+
+test('.npy samples: a folder of float32 arrays feeds the model input; other dtypes are refused', async () => {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'kizuna-npy-'));
+  try {
+    const feeds = randomFeeds(3, 5);
+    for (const [i, f] of feeds.entries()) await fs.writeFile(path.join(dir, `${i}.npy`), npy([1, 1, 8, 8], f.x!.data as Float32Array));
+    await fs.writeFile(path.join(dir, 'notes.txt'), 'not a sample');
+    const files = await sampleFiles(dir);
+    assert.deepEqual(files.map((f) => path.basename(f)), ['0.npy', '1.npy', '2.npy']);
+    const loaded = await loadSamples(files, 'x');
+    assert.deepEqual(loaded, feeds);
+    const { report } = await quantizeModel(smallConvNet(13, false), { samples: loaded });
+    assert.equal(report.calibration.samples, 3);
+    assert.throws(() => parseNpy(npy([2], Float32Array.of(1, 2), '<f8'), 'x.npy'), (e: unknown) => e instanceof KizunaError && e.code === 'KZ_ERR_CONFIG' && /'<f4'/.test(e.message));
+    const png = path.join(dir, 'digit.png');
+    await fs.writeFile(png, await grayToPng(new Uint8Array(28 * 28), 28, 28));
+    await assert.rejects(loadSamples([png], 'x'), (e: unknown) => e instanceof KizunaError && e.code === 'KZ_ERR_CONFIG' && /give --manifest/.test(e.message));
+  } finally {
+    await fs.rm(dir, { recursive: true, force: true });
+  }
 });
 
 test('the ONNX zoo MNIST CNN (opset 7), static QDQ calibrated on 100 real digits, agrees with fp32 on >= 98% of 1,000 others', async (t) => {
