@@ -4,7 +4,7 @@
  * content-addressed store), loads them once their sha256 matched, serves the chunks of what it
  * holds to the boards that ask, and unloads what the catalogue retracts.
  *
- * Who holds a file: every online board whose status lists a model with its sha256, and the
+ * Who holds a file: every online board whose status lists the model (its name and sha256), and the
  * entry's origin (the board or app that published it). Which boards should hold a model is one
  * decision, `shouldHold` (today: every board with room for it on its disk; placement by memory
  * and speed plugs in there).
@@ -287,11 +287,12 @@ export class Distribution extends EventEmitter {
     this.o.statusChanged();
   }
 
-  /** The boards that hold `entry`'s file (by their status), and its origin while it is around. */
+  /** The boards that hold `entry`'s model (by their status), and its origin while it is around. */
   private holders(entry: CatalogEntry): string[] {
     const { roster, node } = this.o;
-    const sha = entry.manifest.sha256;
-    const out = roster.online().filter((s) => s.node !== node && !s.draining && s.models?.some((m) => m.sha256 === sha)).map((s) => s.node);
+    const { name, sha256: sha } = entry.manifest;
+    // By name and file: a board serving the same bytes under another name (a model folder) has no copy to send.
+    const out = roster.online().filter((s) => s.node !== node && !s.draining && s.models?.some((m) => m.name === name && m.sha256 === sha)).map((s) => s.node);
     const origin = entry.origin;
     // An app (no status) or a board that is online: it published the entry and serves it.
     if (origin !== node && !out.includes(origin) && (roster.get(origin)?.online ?? true)) out.push(origin);

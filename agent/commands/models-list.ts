@@ -62,7 +62,7 @@ export async function run(argv: string[]): Promise<number> {
         const sha = e.manifest.sha256;
         return {
           name: e.manifest.name, version: e.manifest.version, sha256: sha, bytes: e.size, origin: e.origin,
-          holders: roster.online().filter((s) => s.models?.some((m) => m.sha256 === sha)).map((s) => s.node).sort(),
+          holders: roster.online().filter((s) => s.models?.some((m) => m.name === e.manifest.name && m.sha256 === sha)).map((s) => s.node).sort(),
           fetching: roster.online().flatMap((s) => s.transfers?.filter((t) => t.sha256 === sha).map((t) => `${s.node} ${Math.floor((100 * t.done) / Math.max(1, t.total))}%`) ?? []),
         };
       });

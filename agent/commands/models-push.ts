@@ -96,7 +96,7 @@ export async function run(argv: string[]): Promise<number> {
             console.log(`${s.node}: ${pct}% (${mb(t.done)} of ${mb(t.total)})`);
           }
         }
-        const holders = roster.online().filter((s) => s.models?.some((m) => m.sha256 === sha256)).map((s) => s.node);
+        const holders = roster.online().filter((s) => s.models?.some((m) => m.name === name && m.sha256 === sha256)).map((s) => s.node);
         if (holders.length >= wanted) {
           clearTimeout(timer);
           resolve(holders);
