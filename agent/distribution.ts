@@ -150,6 +150,11 @@ export class Distribution extends EventEmitter {
     return this.entries.get(name)?.entry.manifest.sha256;
   }
 
+  /** The files the catalogue lists and those being fetched: never collected as unused. */
+  private wanted(): Set<string> {
+    return new Set([...[...this.entries.values()].map((e) => e.entry.manifest.sha256), ...this.fetches.keys()]);
+  }
+
   /** Transfers in progress, for the status. */
   transfers(): Transfer[] {
     return [...this.fetches.entries()].map(([sha256, f]) => ({ name: f.name, sha256, done: f.fetch.partial.bytesDone, total: f.fetch.plan.size }));
@@ -272,7 +277,7 @@ export class Distribution extends EventEmitter {
       log.info(`fetched ${name} (${(entry.size / 1e6).toFixed(1)} MB, ${fetch.received} chunks) in ${s.toFixed(2)} s, sha256 verified`);
       void this.serialize(async () => {
         if (this.entries.get(name)?.entry.manifest.sha256 === sha256) await this.install(this.entries.get(name)!.entry, true);
-        else await cas.collect();
+        else await cas.collect(this.wanted());
       });
     });
     fetch.on('failed', (err: Error) => {
@@ -307,8 +312,8 @@ export class Distribution extends EventEmitter {
     try {
       const stored = await cas.putManifest({ manifest: entry.manifest, ...(entry.sig ? { sig: entry.sig } : {}), ...(entry.labels !== undefined ? { labels: entry.labels } : {}) });
       const model = await store.loadStored(cas, stored);
-      for (const old of await cas.models()) if (old.manifest.name === name && old.manifest.version !== version) await cas.remove(name, old.manifest.version);
-      await cas.collect();
+      for (const old of await cas.models()) if (old.manifest.name === name && old.manifest.version !== version) await cas.remove(name, old.manifest.version, this.wanted());
+      await cas.collect(this.wanted());
       log.info(`model ${name}@${version} loaded from the ${fetched ? 'mesh' : 'store'} (${(model.bytes / 1024).toFixed(0)} KiB)`);
       this.emit('loaded', { name, sha256, fetched });
     } catch (err) {
@@ -325,7 +330,7 @@ export class Distribution extends EventEmitter {
     await this.cancelFetchesOf(name);
     const loaded = store.get(name);
     if (loaded?.source === 'store') await store.unload(name);
-    const removed = await cas.remove(name);
+    const removed = await cas.remove(name, undefined, this.wanted());
     for (const m of removed) this.held.delete(m.manifest.sha256);
     for (const sha of [...this.held]) if (!(await cas.hasBlob(sha))) this.held.delete(sha);
     if (removed.length || loaded?.source === 'store') log.info(`model ${name} retracted from the mesh catalogue: unloaded and removed from the store`);

@@ -238,19 +238,25 @@ export class Cas {
     return out;
   }
 
-  /** Removes the manifests of `name` (one version, or all), then the blobs no manifest names. */
-  async remove(name: string, version?: string): Promise<StoredModel[]> {
+  /**
+   * Removes the manifests of `name` (one version, or all), then the blobs no manifest names
+   * (but those in `keep`).
+   */
+  async remove(name: string, version?: string, keep: Iterable<string> = []): Promise<StoredModel[]> {
     const gone = (await this.models()).filter((m) => m.manifest.name === name && (version === undefined || m.manifest.version === version));
     for (const m of gone) {
       for (const f of [m.manifestPath, `${m.manifestPath}.sig`, path.join(this.root, 'manifests', `${m.key}.labels`)]) await fs.rm(f, { force: true });
     }
-    await this.collect();
+    await this.collect(keep);
     return gone;
   }
 
-  /** Deletes blobs that no manifest names; returns their sha256. */
-  async collect(): Promise<string[]> {
-    const named = new Set((await this.models()).map((m) => m.manifest.sha256));
+  /**
+   * Deletes blobs that no manifest names, but those in `keep` (a file just fetched, whose
+   * manifest is about to be written); returns their sha256.
+   */
+  async collect(keep: Iterable<string> = []): Promise<string[]> {
+    const named = new Set([...(await this.models()).map((m) => m.manifest.sha256), ...keep]);
     const removed: string[] = [];
     for (const name of await fs.readdir(path.join(this.root, 'blobs'))) {
       if (!SHA256.test(name) || named.has(name)) continue;

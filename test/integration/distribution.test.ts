@@ -1,9 +1,10 @@
 /**
  * Models across the mesh with real agents (in-process, real aedes, real mqtt.js, real
  * onnxruntime, loopback; in-memory discovery) and the real `kizuna models` CLI:
- *  - a board adds a model once (kizuna models add); another board fetches it, verifies it and
- *    serves it (real inferences over MQTT); the broker stops, the next broker still has the
- *    catalogue, and a board that joins afterwards gets the model from the board that holds it;
+ *  - a board adds a model once (kizuna models add; a bare .onnx file too, its manifest read by
+ *    onnxruntime); another board fetches it, verifies it and serves it (real inferences over
+ *    MQTT); the broker stops, the next broker still has the catalogue, and a board that joins
+ *    afterwards gets the model from the board that holds it; kizuna models list --mesh and verify;
  *  - a transfer cut halfway (the only holder stops sending, then the requester stops) resumes
  *    from the chunks on disk and asks only for the missing ones;
  *  - a rogue holder sending corrupted chunks is refused and avoided, the model arrives intact
@@ -141,6 +142,20 @@ test('a board adds a model once: another fetches, verifies and serves it; after 
   assert.ok(fs.existsSync(path.join(dir('add-b'), 'store', 'manifests', 'digits-copy@1.0.0.json')));
   await answeredBy(a, 'digits-copy', 'b');
 
+  // A bare .onnx file: its manifest is made from the inputs and outputs onnxruntime reads in it.
+  const bare = await runCli(['models', 'add', path.join(models, INT8.file), '--name', 'tensor-int8', '--data-dir', dir('add-a'), '--mesh', MESH, '--broker', a.brokerUrl], { KIZUNA_NODE: 'a' });
+  assert.equal(bare.code, 0, bare.stderr);
+  await holds(b, 'tensor-int8', INT8.sha256);
+  const made = b.store.get('tensor-int8')!.manifest;
+  assert.deepEqual([made.inputs, made.outputs, made.postprocess], [INT8.inputs, INT8.outputs, { kind: 'none' }]);
+  const app = await KizunaClient.connect({ url: b.brokerUrl, mesh: MESH, client: 'tensor-app', timeoutMs: 10_000 });
+  try {
+    const r = await app.infer('tensor-int8', tensor);
+    assert.deepEqual(r.outputs.logits?.shape, [1, 10]);
+  } finally {
+    await app.close();
+  }
+
   // The broker stops; b takes over with the catalogue it mirrored, and d, joining later, gets the model from b.
   await a.stop();
   agents.shift();
@@ -152,8 +167,20 @@ test('a board adds a model once: another fetches, verifies and serves it; after 
   const list = await runCli(['models', 'list', '--mesh', '--mesh-name', MESH, '--broker', b.brokerUrl, '--data-dir', dir('add-d'), '--json'], { KIZUNA_NODE: 'd' });
   assert.equal(list.code, 0, list.stderr);
   const listed = JSON.parse(list.stdout) as { local: { name: string; file: string }[]; mesh: { name: string; sha256: string; holders: string[] }[] };
-  assert.deepEqual(listed.local.map((m) => [m.name, m.file]), [['digits-copy', 'ok']]);
-  assert.deepEqual(listed.mesh.map((m) => [m.name, m.sha256, m.holders]), [['digits-copy', DIGITS.sha256, ['b', 'd']]]);
+  assert.deepEqual(listed.local.map((m) => [m.name, m.file]), [['digits-copy', 'ok'], ['tensor-int8', 'ok']]);
+  assert.deepEqual(listed.mesh.map((m) => [m.name, m.sha256, m.holders]), [['digits-copy', DIGITS.sha256, ['b', 'd']], ['tensor-int8', INT8.sha256, ['b', 'd']]]);
+
+  // kizuna models verify: every file hashed again; one whose bytes changed is quarantined (exit 1).
+  const ok = await runCli(['models', 'verify', '--data-dir', dir('add-d')]);
+  assert.equal(ok.code, 0, ok.stdout);
+  assert.match(ok.stdout, /2 file\(s\) verified, 0 quarantined/);
+  const rotten = path.join(dir('add-d'), 'store', 'blobs', INT8.sha256);
+  fs.chmodSync(rotten, 0o644);
+  fs.appendFileSync(rotten, 'bit rot');
+  const rot = await runCli(['models', 'verify', '--data-dir', dir('add-d')]);
+  assert.equal(rot.code, 1);
+  assert.match(rot.stdout, new RegExp(`MISMATCH    ${INT8.sha256}: its bytes hash to [0-9a-f]{64}; moved to .*quarantine`));
+  assert.equal(fs.existsSync(rotten), false);
 });
 
 /**
