@@ -197,3 +197,30 @@ test('fuzz: decodeChunkRequest and the topic parsers (4,000 cases)', () => {
     if (k && typeof k === 'object') assert.equal(topics.blobChunk(t.split('/')[2]!, k.requester, k.holder, k.sha256, k.index), t);
   }), 0xc4a2, 2000);
 });
+
+test('the broker\'s check on a mesh with credentials (catalogGate): signed entries in their origin\'s name, signed tombstones of the file listed now', async () => {
+  const { catalogGate } = await import('../../agent/distribution.js');
+  const { signManifest } = await import('../../models/signature.js');
+  const { privateKey, publicKey } = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const other = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  let listed: string | undefined = plan.sha256;
+  const gate = catalogGate(publicKey, () => listed);
+  const board = { kind: 'board', node: 'pi-a' } as const;
+  const app = { kind: 'app', name: 'laptop' } as const;
+  const signed = { ...entry, sig: signManifest(manifest, privateKey) };
+  const verdict = (e: unknown, id: { kind: 'board'; node: string } | { kind: 'app'; name: string } = board) => gate('digits-copy', Buffer.from(JSON.stringify(e)), id);
+  assert.deepEqual(verdict(signed), { ok: true });
+  assert.deepEqual(verdict({ ...signed, origin: 'laptop' }, app), { ok: true });
+  assert.match(JSON.stringify(verdict(entry)), /not signed by the mesh key/);
+  assert.match(JSON.stringify(verdict({ ...entry, sig: signManifest(manifest, other.privateKey) })), /not signed by the mesh key/);
+  assert.match(JSON.stringify(verdict({ ...signed, manifest: { ...manifest, version: '1.0.1' } })), /not signed by the mesh key/, 'a field changed after signing');
+  assert.match(JSON.stringify(verdict(signed, app)), /names pi-a as its origin, not its publisher laptop/);
+  assert.match(JSON.stringify(verdict({ ...signed, manifest: { ...manifest, inputs: 'x' } })), /inputs/, 'the whole manifest schema');
+  assert.match(JSON.stringify(gate('digits-copy', Buffer.alloc(0), board)), /unsigned retraction/);
+  const tomb = signTombstone('digits-copy', plan.sha256, privateKey);
+  assert.deepEqual(gate('digits-copy', encodeTombstone(tomb), board), { ok: true });
+  assert.match(JSON.stringify(gate('digits-copy', encodeTombstone(signTombstone('digits-copy', plan.sha256, other.privateKey)), board)), /not signed by the mesh key/);
+  listed = 'e'.repeat(64);
+  assert.match(JSON.stringify(gate('digits-copy', encodeTombstone(tomb), board)), /the catalogue lists eeeeeeeeeeee/, 'an old tombstone replayed against a newer version');
+  assert.match(JSON.stringify(gate('digits-copy', Buffer.from('{'), board)), /not JSON/);
+});
