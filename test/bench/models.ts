@@ -131,7 +131,7 @@ async function loadTimes(engine: OnnxEngine, variants: Variant[], loads: number)
  * warm-up, the first runs of each block dropped. Not one run each in strict alternation: that
  * measured the other session more than the model (its idle onnxruntime threads still spinning,
  * its weights evicting these from the cache): MobileNetV2 fp32 at 2 threads took 6.7 ms
- * alternating with the int8 one, 2.4 ms alone and 2.5 ms in blocks.
+ * alternating run by run with the int8 one, 2.4 ms alone, 2.5-2.7 ms in blocks of 20 runs.
  */
 async function interleaved(sessions: ModelSession[], inputs: Suite['timing'], budgetMs: number): Promise<number[][]> {
   const times = sessions.map((): number[] => []);
@@ -286,6 +286,14 @@ function reportModels(suites: Suite[], o: Options, results: Results, baseline: R
       notes.push(`${suite.name} int8 (ours): NOT MADE: ${suite.noInt8}`);
     }
     notes.push(`${suite.name} agreement: ${suite.evalNote}`);
+    for (const t of extra) {
+      const [a, b] = [ref.latency.get(1)?.p50, ref.latency.get(t)?.p50];
+      if (a !== undefined && b !== undefined && b > a) {
+        const warning = `${suite.name} fp32 took longer at ${t} threads (${ms(b)} ms) than at 1 (${ms(a)} ms): either more threads cost more than they give on a model this small, or the other cores were busy (other processes): its ${t}-thread comparison says little`;
+        notes.push(`WARNING: ${warning}`);
+        ((figures.threads_warnings ??= []) as string[]).push(warning);
+      }
+    }
   }
   const header = ['model', 'variant', 'MB', 'load ms', 'p50 ms', 'p95 ms', 'speed vs fp32', ...extra.flatMap((t) => [`p50 ${t}t`, `speed ${t}t`]), 'RSS MB', 'agreement with fp32'];
   const cpu = os.cpus();
@@ -321,6 +329,11 @@ function reportDistribution(d: DistributionResult, figures: Record<string, unkno
       '\none inference with it (kitten -> tabby). total = the sum. Board fetch: its own log, first chunk asked -> file verified, and the rate.' +
       '\npushed MB: what the push command sent (each board fetches from every holder it knows: here the pusher, mostly).',
   );
+  const first = d.runs.flatMap((r) => r.probes);
+  console.log(
+    `first answers (all runs): round trip median ${median(first.map((p) => p.ms)).toFixed(0)} ms, of which the board's pre-processing ${median(first.map((p) => p.preMs)).toFixed(0)} ms ` +
+      `and inference ${median(first.map((p) => p.inferMs)).toFixed(0)} ms (a board's first image and first run of the session: cold)`,
+  );
   console.log(`\ndistribution to 3 agents: median ${total.toFixed(2)} s over ${d.runs.length} run(s); per-board fetch rate median ${median(rates).toFixed(0)} MB/s (loopback, one machine)`);
   Object.assign(figures, {
     distribution_3_agents_s: r2(total),
@@ -328,6 +341,7 @@ function reportDistribution(d: DistributionResult, figures: Record<string, unkno
     distribution_published_s: r2(median(d.runs.map((r) => r.publishedS))),
     distribution_hold_s: r2(median(d.runs.map((r) => r.heldS))),
     distribution_answered_s: r2(median(d.runs.map((r) => r.answeredS))),
+    distribution_first_answer_ms: Math.round(median(first.map((p) => p.ms))),
     distribution_board_fetch_s: r3(median(d.runs.flatMap((r) => r.boards.map((b) => b.fetchS)))),
     distribution_board_mb_per_s: Math.round(median(rates)),
     distribution_pushed_mb: median(d.runs.map((r) => r.pushedMb)),
