@@ -35,7 +35,7 @@ import { BUILTIN_MODELS_DIR } from '../../agent/config.js';
 import { summarize, table } from '../../agent/stats.js';
 import type { ModelSession } from '../../models/engine.js';
 import { OnnxEngine } from '../../models/onnx-engine.js';
-import { distribution, type DistributionResult } from './fixtures/model-distribution.js';
+import { distribution, distributionInputs, type DistributionResult } from './fixtures/model-distribution.js';
 import type { InputSpec, RssResult } from './fixtures/model-rss.js';
 import { buildSuites, SUITES, type Agreement, type Outputs, type Suite, type SuiteKey, type Variant } from './fixtures/model-suites.js';
 import { repoRoot } from '../helpers/shared.js';
@@ -371,9 +371,10 @@ export async function run(argv: string[] = []): Promise<Record<string, unknown>>
     reportModels(suites, o, results, baseline, figures);
   }
   if (o.parts.has('distribution')) {
+    const inputs = distributionInputs();
     let d: DistributionResult | undefined;
     try {
-      d = await distribution(o.runs, o.timeoutS, progress);
+      d = await distribution(inputs, o.runs, o.timeoutS, progress);
     } catch (err) {
       // No number rather than a made-up one: the JSON says what stopped it.
       const why = (err as Error).message;
