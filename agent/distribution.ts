@@ -14,7 +14,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { EventEmitter } from 'node:events';
-import type { KeyObject } from 'node:crypto';
+import { createHash, type KeyObject } from 'node:crypto';
 import type { Identity, Verdict } from '../broker/acl.js';
 import { decodeCatalog, encodeChunkRequest, verifyTombstone, type CatalogEntry } from '../mesh/catalog.js';
 import { asKizunaError } from '../mesh/errors.js';
@@ -67,6 +67,9 @@ export interface DistributionOptions {
   shouldHold?: (entry: CatalogEntry) => Promise<boolean>;
 }
 
+/** One key per file and chunk list: an entry that failed is tried again only as another entry. */
+const failKey = (e: CatalogEntry): string => createHash('sha256').update(`${e.manifest.sha256}/${e.chunkSize}/${e.chunks.join(',')}/${e.manifest.version}`).digest('hex');
+
 /** Room on the store's disk for the file, and some to spare. */
 export async function hasRoom(cas: Cas, entry: CatalogEntry): Promise<boolean> {
   const s = await fs.statfs(cas.root);
@@ -87,7 +90,10 @@ export class Distribution extends EventEmitter {
   private readonly fetches = new Map<string, { fetch: Fetch; name: string; started: number }>();
   /** Files this board holds verified in its store (it serves their chunks). */
   private readonly held = new Set<string>();
-  /** Files whose chunk list proved wrong, or that cannot be loaded here: not fetched again for that entry. */
+  /**
+   * Entries (a file and its chunk list) whose chunks made another file, or whose model cannot be
+   * loaded here: not fetched again until the catalogue publishes another entry (or a restart).
+   */
   private readonly failed = new Set<string>();
   private readonly server: ChunkServer;
   private queue: Promise<void> = Promise.resolve();
@@ -230,7 +236,7 @@ export class Distribution extends EventEmitter {
       return;
     }
     if (loaded && loaded.manifest.sha256 === sha256 && loaded.manifest.version === version) return;
-    if (this.failed.has(sha256)) return;
+    if (this.failed.has(failKey(entry))) return;
     if (await cas.hasBlob(sha256)) return this.install(entry, false);
     const running = this.fetches.get(sha256);
     if (running) return void running.fetch.holdersChanged();
@@ -282,7 +288,7 @@ export class Distribution extends EventEmitter {
     });
     fetch.on('failed', (err: Error) => {
       this.fetches.delete(sha256);
-      this.failed.add(sha256);
+      this.failed.add(failKey(entry));
       log.error(`${name}: transfer failed: ${err.message}`);
       this.emit('failed', { name, sha256, error: err });
       this.o.statusChanged();
@@ -318,7 +324,7 @@ export class Distribution extends EventEmitter {
       this.emit('loaded', { name, sha256, fetched });
     } catch (err) {
       const e = asKizunaError(err);
-      this.failed.add(sha256);
+      this.failed.add(failKey(entry));
       log.error(`${e.code}: catalogue model ${name}@${version}: ${e.message}`);
       this.emit('failed', { name, sha256, error: e });
     }
