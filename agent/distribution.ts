@@ -264,9 +264,13 @@ export class Distribution extends EventEmitter {
     );
     const started = Date.now();
     this.fetches.set(sha256, { fetch, name, started });
+    let quarter = Math.floor((4 * partial.bytesDone) / entry.size);
     fetch.on('progress', (p: { done: number; total: number; have: number; of: number }) => {
       this.emit('progress', { name, sha256, ...p });
       this.progressSoon();
+      const q = Math.floor((4 * p.done) / p.total);
+      if (q > quarter && q < 4) log.info(`${name}: ${q * 25}% (${(p.done / 1e6).toFixed(1)} of ${(p.total / 1e6).toFixed(1)} MB, ${p.have} of ${p.of} chunks)`);
+      quarter = Math.max(quarter, q);
     });
     fetch.on('bad-chunk', (b: { holder: string; index: number; why: string }) => {
       log.warn(`${name}: chunk ${b.index} from ${b.holder} refused (${b.why}); asking again`);
