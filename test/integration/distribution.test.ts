@@ -101,8 +101,12 @@ function poll(check: () => boolean, ms: number, what: string): Promise<void> {
   });
 }
 
-/** Asks the mesh (through `via`) until board `node` answers `model`; every answer must be right. */
+/**
+ * Asks the mesh (through `via`, the broker's board) until board `node` answers `model`, once the
+ * dispatcher knows that `node` serves it; every answer must be right.
+ */
 async function answeredBy(via: Agent, model: string, node: string, login: { token?: string; ca?: string; client?: string } = {}): Promise<void> {
+  await poll(() => via.dispatcher?.roster.serving(model).some((s) => s.node === node) === true, 5000, `the dispatcher on ${via.node} knows ${node} serves ${model}`);
   const app = await KizunaClient.connect({ url: via.brokerUrl, mesh: MESH, client: `app-${node}`, timeoutMs: 10_000, ...login });
   const seen: string[] = [];
   try {
