@@ -56,7 +56,11 @@ export async function run(argv: string[]): Promise<number> {
     if (creds) {
       if (!creds.authorityKey) throw new KizunaError('KZ_ERR_CONFIG', `retracting a model from mesh ${link.mesh} takes the mesh key: run this on the board where kizuna init ran`);
       retraction = encodeTombstone(signTombstone(name, msg.entry.manifest.sha256, creds.authorityKey));
-    } else retraction = Buffer.alloc(0);
+    } else {
+      // An open mesh: an unsigned tombstone (an empty payload would retract too, but leave nothing
+      // retained, and a board that is away now would never learn of it).
+      retraction = encodeTombstone({ v: 1, retract: { name, sha256: msg.entry.manifest.sha256 } });
+    }
     await link.transport.publish(topic, retraction, { qos: 1, retain: true });
     console.log(`retracted ${name}@${msg.entry.manifest.version} from mesh ${link.mesh}: every board unloads it and deletes its copy`);
     return 0;
