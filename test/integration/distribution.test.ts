@@ -6,7 +6,8 @@
  *    MQTT); the broker stops, the next broker still has the catalogue, and a board that joins
  *    afterwards gets the model from the board that holds it; kizuna models list --mesh and verify;
  *  - a transfer cut halfway (the only holder stops sending, then the requester stops) resumes
- *    from the chunks on disk and asks only for the missing ones;
+ *    from the chunks on disk and asks only for the missing ones; kizuna models rm --mesh on the
+ *    open mesh unloads the model everywhere;
  *  - a rogue holder sending corrupted chunks is refused and avoided, the model arrives intact
  *    from the good holder (a laptop: kizuna models push);
  *  - a mesh with credentials: the broker refuses an unsigned entry; a signed push reaches every
@@ -257,6 +258,15 @@ test('a transfer cut halfway (the holder stops sending, then the requester stops
   assert.ok(askedAgain.length > 0 && askedAgain.every((i) => i >= holder.half), `after the restart c asked only for missing chunks: ${askedAgain.join(',')}`);
   assert.equal(sha256(fs.readFileSync(path.join(dir('cut-c'), 'store', 'blobs', INT8.sha256))), INT8.sha256);
   await answeredBy(agents[0]!, 'int8-copy', 'c');
+
+  // Retracted from the open mesh (an unsigned tombstone, kept retained): every board unloads it and deletes its copy.
+  const rm = await runCli(['models', 'rm', 'int8-copy', '--mesh', '--mesh-name', MESH, '--data-dir', dir('cut-a'), '--broker', agents[0]!.brokerUrl], { KIZUNA_NODE: 'a' });
+  assert.equal(rm.code, 0, rm.stderr);
+  assert.match(rm.stdout, /retracted int8-copy@1\.0\.0 from mesh dist/);
+  for (const x of agents) {
+    const copy = path.join(dir(`cut-${x.node}`), 'store', 'blobs', INT8.sha256);
+    await waitFor(x.models!, ['retracted'], () => x.store.get('int8-copy') === undefined && !fs.existsSync(copy), 10_000, `${x.node} unloads int8-copy`);
+  }
 });
 
 /** A rogue board: a bare client whose status lists the model, answering every chunk request with garbage. */
