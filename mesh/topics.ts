@@ -9,6 +9,7 @@
  *   kizuna/v1/<mesh>/shard/<node>/<model>/<client>/<job>/<start>-<end>   part of a job given to one agent
  *   kizuna/v1/<mesh>/shardres/<client>/<job>/<start>-<end>               that part's results, for the dispatcher
  *   kizuna/v1/<mesh>/node/<node>/status          retained: the agent's models and state
+ *   kizuna/v1/<mesh>/node/<node>/health          retained: its latest health report (mesh/health.ts)
  *   kizuna/v1/<mesh>/broker                      retained: the elected broker and its term
  *   kizuna/v1/<mesh>/revoked                     retained: the signed list of revoked boards and apps
  *   kizuna/v1/<mesh>/catalog/<model>             retained: one model of the mesh catalogue (mesh/catalog.ts)
@@ -127,6 +128,13 @@ export const topics = {
   allNodeStatus(mesh: string): string {
     return `${ROOT}/${mesh}/node/+/status`;
   },
+  /** Retained: the node's latest health report (mesh/health.ts, docs/OPERATIONS.md). */
+  nodeHealth(mesh: string, node: string): string {
+    return `${ROOT}/${mesh}/node/${node}/health`;
+  },
+  allNodeHealth(mesh: string): string {
+    return `${ROOT}/${mesh}/node/+/health`;
+  },
 };
 
 /** One part of a job: inputs start..end-1 (end exclusive) of job `job` of `client`. */
@@ -207,6 +215,13 @@ export function topicMatches(filter: string, topic: string): boolean {
 export function parseNodeStatusTopic(topic: string): string | undefined {
   const parts = topic.split('/');
   if (parts.length !== 6 || `${parts[0]}/${parts[1]}` !== ROOT || parts[3] !== 'node' || parts[5] !== 'status') return undefined;
+  return isSegment(parts[4]!) ? parts[4] : undefined;
+}
+
+/** The node id in a node health topic, or undefined. */
+export function parseNodeHealthTopic(topic: string): string | undefined {
+  const parts = topic.split('/');
+  if (parts.length !== 6 || `${parts[0]}/${parts[1]}` !== ROOT || parts[3] !== 'node' || parts[5] !== 'health') return undefined;
   return isSegment(parts[4]!) ? parts[4] : undefined;
 }
 
