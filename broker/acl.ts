@@ -3,10 +3,11 @@
  * and a topic, so every rule can be tried from every identity in tests.
  *
  * Topics are those of mesh/topics.ts, under kizuna/v1/<mesh>/. In short:
- *  - a board N publishes only its own status (retained), replies to apps, and shard results;
- *    it reads only its own tasks and shards, the statuses, the broker record and the revocations;
+ *  - a board N publishes only its own status and health report (retained), replies to apps, and
+ *    shard results; it reads only its own tasks and shards, the statuses, the health reports, the
+ *    broker record and the revocations;
  *  - an app A publishes requests and jobs in its own name only and reads only its own answers
- *    (and the statuses, to see the mesh);
+ *    (and the statuses and health reports, to see the mesh: a dashboard, kizuna status);
  *  - models across the mesh (agent/distribution.ts): boards and apps publish catalogue entries,
  *    retained (on a mesh with credentials the broker also checks the content: the mesh key's
  *    signature, broker/embedded.ts); a board asks for chunks only as itself
@@ -42,6 +43,7 @@ function publishRules(id: Identity, mesh: string): { pattern: string; retain: bo
   if (id.kind === 'board') {
     return [
       { pattern: `${m}/node/${id.node}/status`, retain: true },
+      { pattern: `${m}/node/${id.node}/health`, retain: true },
       { pattern: `${m}/res/+/+`, retain: false },
       { pattern: `${m}/shardres/+/+/+`, retain: false },
       { pattern: `${m}/catalog/+`, retain: true },
@@ -64,7 +66,7 @@ function publishRules(id: Identity, mesh: string): { pattern: string; retain: bo
 /** The filters an identity may subscribe to (any filter they contain is fine too). */
 function subscribeRules(id: Identity, mesh: string): string[] {
   const m = `${ROOT}/${mesh}`;
-  const mesh_view = [`${m}/node/+/status`, `${m}/broker`, `${m}/revoked`, `${m}/catalog/+`];
+  const mesh_view = [`${m}/node/+/status`, `${m}/node/+/health`, `${m}/broker`, `${m}/revoked`, `${m}/catalog/+`];
   if (id.kind === 'board') return [...mesh_view, `${m}/task/${id.node}/#`, `${m}/shard/${id.node}/#`, `${m}/blobreq/${id.node}/+/+`, `${m}/blob/${id.node}/+/+/+`];
   if (id.kind === 'app') return [...mesh_view, `${m}/res/${id.name}/+`, `${m}/jobres/${id.name}/+`, `${m}/blobreq/${id.name}/+/+`];
   return [];

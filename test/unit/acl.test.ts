@@ -23,6 +23,9 @@ function publishCases(): { topic: string; retain: boolean; allowed: (id: Identit
     const isApp = (id: Identity, n: string) => id.kind === 'app' && id.name === n;
     out.push({ topic: topics.nodeStatus(MESH, owner), retain: true, allowed: (id) => isBoard(id, owner) });
     out.push({ topic: topics.nodeStatus(MESH, owner), retain: false, allowed: (id) => isBoard(id, owner) });
+    // Health reports: a board publishes its own only (retained, so a new dashboard sees it at once).
+    out.push({ topic: topics.nodeHealth(MESH, owner), retain: true, allowed: (id) => isBoard(id, owner) });
+    out.push({ topic: topics.nodeHealth(MESH, owner), retain: false, allowed: (id) => isBoard(id, owner) });
     out.push({ topic: topics.request(MESH, 'digits', owner, '1'), retain: false, allowed: (id) => isApp(id, owner) });
     out.push({ topic: topics.request(MESH, 'digits', owner, '1'), retain: true, allowed: () => false });
     out.push({ topic: topics.job(MESH, 'digits', owner, 'j1'), retain: false, allowed: (id) => isApp(id, owner) });
@@ -53,6 +56,9 @@ function publishCases(): { topic: string; retain: boolean; allowed: (id: Identit
   out.push({ topic: topics.brokerRecord(MESH), retain: true, allowed: () => false });
   out.push({ topic: `kizuna/v1/${MESH}/revoked`, retain: true, allowed: () => false });
   out.push({ topic: topics.nodeStatus('other', 'pi-a'), retain: true, allowed: () => false });
+  out.push({ topic: topics.nodeHealth('other', 'pi-a'), retain: true, allowed: () => false });
+  out.push({ topic: `kizuna/v1/${MESH}/node/pi-a/health/x`, retain: true, allowed: () => false });
+  out.push({ topic: `kizuna/v1/${MESH}/node/pi-a/metrics`, retain: true, allowed: () => false });
   out.push({ topic: topics.request('other', 'digits', 'cam', '1'), retain: false, allowed: () => false });
   out.push({ topic: 'somewhere/else', retain: false, allowed: () => false });
   return out;
@@ -84,6 +90,12 @@ test('subscribe: each identity reads its own tasks or answers and the mesh view,
     { filter: `${m}/res/+/+`, allowed: () => false },
     { filter: `${m}/task/+/#`, allowed: () => false },
     { filter: `kizuna/v1/+/node/+/status`, allowed: () => false },
+    // Health reports: every board and app may read them all (a dashboard, kizuna status), nothing wider.
+    { filter: `${m}/node/+/health`, allowed: () => true },
+    { filter: `${m}/node/pi-a/health`, allowed: () => true },
+    { filter: `${m}/node/+/+`, allowed: () => false },
+    { filter: `${m}/node/#`, allowed: () => false },
+    { filter: `kizuna/v1/+/node/+/health`, allowed: () => false },
     { filter: `$SYS/#`, allowed: () => false },
     { filter: `${m}/catalog/+`, allowed: () => true },
     { filter: `${m}/catalog/digits`, allowed: () => true },
