@@ -51,6 +51,7 @@ export const ConfigSchema = Type.Object(
     dashboardPort: Type.Optional(Type.Integer({ minimum: 0, maximum: 65535, description: 'serve the web dashboard on this HTTP port (0: any free port; absent: no dashboard)' })),
     dashboardHost: Type.String({ minLength: 1, default: '127.0.0.1', description: 'address the dashboard listens on (0.0.0.0 for the LAN: on a mesh with credentials it then asks for the dashboard token)' }),
     dashboardToken: Type.Optional(Type.String({ pattern: '^kz1\\.', description: 'an app token of the mesh (kizuna token app dashboard): the playground\'s identity on a mesh with credentials, and the dashboard\'s login off loopback' })),
+    healthIntervalS: Type.Number({ minimum: 0, maximum: 3600, default: 10, description: 'publish a health report (load, memory, temperature, inference figures) every this many seconds (0: never; docs/OPERATIONS.md)' }),
     simulateMsPerInput: Type.Integer({ minimum: 0, maximum: 600_000, default: 0, description: 'testing: make every input take this long (a slow board; 0 = real speed)' }),
     logLevel: Type.Union(['debug', 'info', 'warn', 'error', 'silent'].map((l) => Type.Literal(l)), { default: 'info', description: 'debug, info, warn, error or silent' }),
   },
