@@ -40,6 +40,8 @@ import { createLogger, type Logger } from './log.js';
 import { Worker } from './worker.js';
 import { isLoopback, listenHost, meshSecurity, type AgentSecurity } from './security.js';
 import { isRevoked } from './credentials.js';
+import { Dashboard } from './dashboard/server.js';
+import { dashboardPolicy } from './dashboard/policy.js';
 
 export interface MeshView {
   broker: string | null;
@@ -82,6 +84,7 @@ export class Agent {
   /** This board's content-addressed model store, and the models it exchanges with the mesh. */
   private cas?: Cas;
   private distribution?: Distribution;
+  private dashboardServer?: Dashboard;
   private role: Role = 'joining';
   private term = 0;
   private seq = 0;
@@ -112,6 +115,8 @@ export class Agent {
     // With mesh credentials, a model that did not ship with the package needs the mesh's signature.
     const store = new ModelStore(engine, { threads: config.threads }, security && { publicKey: security.creds.publicKey });
     const node = security?.node ?? config.node ?? (await loadNodeId(config.dataDir));
+    // A dashboard that would be refused later is refused now, before the board joins the mesh.
+    if (config.dashboardPort !== undefined) dashboardPolicy({ host: config.dashboardHost, mesh: config.mesh, ...(config.dashboardToken ? { token: config.dashboardToken } : {}), ...(security ? { publicKey: security.creds.publicKey } : {}) });
     return new Agent({ ...config, host: listenHost(config, security, log) }, node, store, log, deps, security);
   }
 
@@ -147,6 +152,11 @@ export class Agent {
     return this.distribution;
   }
 
+  /** The web dashboard, when `dashboardPort` is set. */
+  get dashboard(): Dashboard | undefined {
+    return this.dashboardServer;
+  }
+
   get dispatcher(): Dispatcher | undefined {
     return this.brokerRole?.dispatcher ?? this.externalDispatcher;
   }
@@ -162,6 +172,7 @@ export class Agent {
 
   /** Releases whatever a failed start had opened, without the goodbyes of a clean stop. */
   private async abort(): Promise<void> {
+    await this.dashboardServer?.stop().catch(() => undefined);
     this.coordinator?.stop();
     await this.externalDispatcher?.stop().catch(() => undefined);
     await this.distribution?.stop().catch(() => undefined);
@@ -189,7 +200,20 @@ export class Agent {
       await this.joinMesh();
       await this.connect(`${this.security?.creds.tls ? 'mqtts' : 'mqtt'}://127.0.0.1:${this.meshListener!.port}`);
     }
+    if (config.dashboardPort !== undefined) await this.startDashboard(config.dashboardPort);
     log.info(`agent ${this.node} serving mesh "${config.mesh}" on ${this.brokerUrl} as ${this.mesh.role}`);
+  }
+
+  private async startDashboard(port: number): Promise<void> {
+    const { config } = this;
+    const creds = this.security?.creds;
+    this.dashboardServer = await Dashboard.start({
+      host: config.dashboardHost, port, mesh: config.mesh, node: this.node, roster: this.roster, meshUrl: () => this.brokerUrl,
+      // Its requests travel as base64 JSON: the largest image that fits the mesh's payload limit.
+      maxImageBytes: Math.floor(((config.maxPayloadBytes - 1024) * 3) / 4), log: this.log.child('dashboard'),
+      ...(creds ? { credentials: { publicKey: creds.publicKey, ...(creds.tls ? { ca: creds.tls.ca } : {}) } } : {}),
+      ...(config.dashboardToken ? { token: config.dashboardToken } : {}),
+    });
   }
 
   private async joinMesh(): Promise<void> {
@@ -453,6 +477,7 @@ export class Agent {
 
   private async shutdown(): Promise<void> {
     const { log } = this;
+    await this.dashboardServer?.stop();
     this.coordinator?.stop();
     // Draining first: the dispatcher stops giving this agent new tasks, the accepted ones finish.
     this.draining = true;
