@@ -12,7 +12,7 @@ import { tensorToJson } from '../mesh/codec.js';
 import { decodeShard, encodeShardResult, RETRYABLE, type ItemResult } from '../mesh/jobs.js';
 import { parseShardTopic, parseTaskTopic, topics, type RequestTopic, type ShardRef } from '../mesh/topics.js';
 import type { Bus } from '../mesh/bus.js';
-import type { LoadedModel, ModelStore } from '../models/store.js';
+import type { ModelLease, ModelStore } from '../models/store.js';
 import { answer, infer, prepare } from '../models/pipeline.js';
 import type { Logger } from './log.js';
 import { ReplyCache } from './reply-cache.js';
@@ -163,16 +163,22 @@ export class Worker extends EventEmitter {
   private async execute(modelName: string, decode: () => DecodedRequest, receivedAt: number) {
     // The prepare slot is held until the inference ends: it bounds how many prepared inputs wait in memory.
     const run = await this.prepareSlots.run(async () => {
-      const started = this.now();
       const decoded = decode();
-      const model = this.modelFor(modelName, decoded.options.version);
-      const prepared = await prepare(model, decoded.body, this.options);
-      const preparedAt = this.now();
-      return this.inferSlots.run(async () => {
-        const inferStart = this.now();
-        const outputs = await infer(model, prepared);
-        return { decoded, model, sources: prepared.sources, started, preparedAt, inferStart, inferEnd: this.now(), outputs };
-      });
+      // The lease keeps the model's session in memory until its inference ends; a cold model loads here.
+      const lease = await this.modelFor(modelName, decoded.options.version);
+      try {
+        const started = this.now();
+        const { model } = lease;
+        const prepared = await prepare(model, decoded.body, this.options);
+        const preparedAt = this.now();
+        return await this.inferSlots.run(async () => {
+          const inferStart = this.now();
+          const outputs = await infer(model, prepared);
+          return { decoded, model, sources: prepared.sources, started, preparedAt, inferStart, inferEnd: this.now(), outputs, loadMs: lease.loadMs };
+        });
+      } finally {
+        lease.release();
+      }
     });
     const answers = answer(run.model, run.outputs, { topK: run.decoded.options.topK, sources: run.sources });
     const done = this.now();
@@ -182,6 +188,8 @@ export class Worker extends EventEmitter {
       infer_ms: round(run.inferEnd - run.inferStart),
       post_ms: round(done - run.inferEnd),
       total_ms: round(done - receivedAt),
+      // Part of queue_ms: this request waited for its model to be loaded.
+      ...(run.loadMs !== undefined ? { load_ms: round(run.loadMs) } : {}),
     };
     return { model: run.model, decoded: run.decoded, outputs: run.outputs, answers, timings };
   }
@@ -255,9 +263,10 @@ export class Worker extends EventEmitter {
     );
   }
 
-  private modelFor(name: string, version: string | undefined): LoadedModel {
-    const model = this.store.get(name, version);
-    if (model) return model;
+  /** A lease on the model (loaded first when it is cold), or KZ_ERR_UNKNOWN_MODEL. */
+  private async modelFor(name: string, version: string | undefined): Promise<ModelLease> {
+    const lease = await this.store.acquire(name, version);
+    if (lease) return lease;
     const loaded = this.store.list().map((m) => `${m.manifest.name}@${m.manifest.version}`).join(', ') || 'none';
     throw new KizunaError('KZ_ERR_UNKNOWN_MODEL', `no model ${version ? `${name}@${version}` : name} here (loaded: ${loaded})`);
   }

@@ -68,6 +68,8 @@ export const TimingsSchema = Type.Object({
   infer_ms: Type.Number(),
   post_ms: Type.Number(),
   total_ms: Type.Number(),
+  /** Part of queue_ms: waiting for the model to load on this board (present only then). */
+  load_ms: Type.Optional(Type.Number()),
 });
 
 export type JsonTensor = Static<typeof JsonTensorSchema>;

@@ -9,7 +9,14 @@
  * `kizuna models add`, or fetched from the mesh): loadStored() checks them the same way (the
  * manifest, its signature under a trust policy, the bytes against the sha256), and a newer
  * version from the store replaces the one loaded before it.
+ *
+ * Served is not loaded: a model the store serves has its bytes here, checked; its onnxruntime
+ * session is in memory only while placement (models/placement.ts, models/residency.ts) keeps it
+ * there, within the board's memory budget. With no budget every model is loaded when it is read,
+ * as before placement. A cold model is read again (and its sha256 checked again) when a request
+ * needs it.
  */
+import { EventEmitter } from 'node:events';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { createHash, type KeyObject } from 'node:crypto';
@@ -20,6 +27,8 @@ import type { Engine, ModelSession, SessionOptions } from './engine.js';
 import { parseLabels } from './labels.js';
 import { signaturePath, verifyManifest } from './signature.js';
 import type { Cas, StoredModel } from './cas.js';
+import { DTYPES, elementCount, type Tensor, type TensorData } from '../mesh/tensor.js';
+import { Residency, type Candidate } from './residency.js';
 
 /** The models shipped with the package: part of the installed software, checked by sha256 only. */
 export const PACKAGE_BUILTIN_DIR = fileURLToPath(new URL('../../models/builtin/', import.meta.url));
@@ -35,10 +44,13 @@ export interface TrustPolicy {
 /** Why a model was let in: shipped with the package, signed by the mesh, or no policy asked. */
 export type ModelTrust = 'builtin' | 'signed' | 'unchecked';
 
+/** A model the store serves (the name is older than placement: it may be cold, not loaded). */
 export interface LoadedModel {
   manifest: Manifest;
   labels?: readonly string[];
+  /** Runs the model: a lease's session, or (from get() and list()) one that loads it first when cold. */
   session: ModelSession;
+  /** The model file's size. */
   bytes: number;
   trust?: ModelTrust;
   /** A model folder of the configuration, or the board's content-addressed store. */
@@ -145,12 +157,52 @@ export async function readModel(
   return { manifest, onnx, trust: trusted, ...(labels ? { labels } : {}) };
 }
 
-/** A replaced or unloaded model's session is released this long after (an inference may still run on it). */
-const RETIRE_MS = 10_000;
+/**
+ * A model this board serves: its bytes are here and verified. `session` runs it, loading it first
+ * when it is cold (see ModelStore.acquire; the worker takes leases instead, to time the load).
+ */
+interface Entry extends LoadedModel {
+  /** Unique per served model: a newer version of a name is another entry. */
+  key: string;
+  /** Its manifest's path, for messages. */
+  where: string;
+  /** Reads the model file again, checked against the sha256 (a cold model's bytes are not kept). */
+  reread(): Promise<Buffer>;
+  /** The bytes just read, while its first load at registration runs. */
+  inHand?: Buffer;
+  /** Input and output names of its session, once it has been loaded. */
+  io?: { inputs: readonly string[]; outputs: readonly string[] };
+}
 
-export class ModelStore {
-  private readonly models = new Map<string, LoadedModel>();
-  private readonly retiring = new Set<ModelSession>();
+export interface PlacementOptions {
+  /** Bytes for model sessions: 0 or absent, no limit (every model loads at start). */
+  budgetBytes?: number;
+  /** A request waiting for memory that running inferences hold is refused after this (default 30 s). */
+  waitMs?: number;
+  /** The process's resident set size (tests). */
+  rss?: () => number;
+}
+
+/** An inference's hold on a loaded model: its session stays in memory until release(). */
+export interface ModelLease {
+  model: LoadedModel;
+  /** Milliseconds spent waiting for the model to load (absent: it was in memory). */
+  loadMs?: number;
+  release(): void;
+}
+
+/** The first session an engine creates pays for the runtime itself (~39 MB here): not measured as the model's. */
+const engineStarted = new WeakSet<Engine>();
+
+/**
+ * Events: 'loaded' ({name, bytes, ms, measured}), 'evicted' ({name, bytes, why}), 'unservable'
+ * ({name, code, message}: a cold model failed to load and is no longer served), 'change' (which
+ * models are served or in memory changed).
+ */
+export class ModelStore extends EventEmitter {
+  private readonly models = new Map<string, Entry>();
+  private readonly residency: Residency;
+  private serial = 0;
   readonly problems: StoreProblem[] = [];
 
   constructor(
@@ -158,7 +210,16 @@ export class ModelStore {
     private readonly options: SessionOptions = {},
     /** Absent: an open mesh, every well-formed model loads. */
     private readonly trust?: TrustPolicy,
-  ) {}
+    placement: PlacementOptions = {},
+  ) {
+    super();
+    this.residency = new Residency({
+      budget: Math.max(0, placement.budgetBytes ?? 0),
+      ...(placement.waitMs !== undefined ? { waitMs: placement.waitMs } : {}),
+      ...(placement.rss ? { rss: placement.rss } : {}),
+    });
+    for (const event of ['loaded', 'evicted', 'change']) this.residency.on(event, (...args: unknown[]) => this.emit(event, ...args));
+  }
 
   /** Loads every manifest in the folders; a bad one is recorded in `problems` and skipped. */
   async loadFolders(dirs: readonly string[]): Promise<void> {
@@ -182,21 +243,38 @@ export class ModelStore {
     }
   }
 
+  /**
+   * Serves the model of a manifest in a model folder, checked (see readModel); its session is
+   * created now if it fits in the budget beside the models already in memory, else on demand.
+   */
   async load(manifestPath: string): Promise<LoadedModel> {
     const { manifest, onnx, labels, trust } = await readModel(manifestPath, this.trust);
     if (this.models.has(manifest.name)) {
       throw new KizunaError('KZ_ERR_MANIFEST', `${manifestPath}: a model named ${manifest.name} is already loaded`);
     }
-    const model = await this.open(manifestPath, manifest, onnx, labels, trust, 'folder');
-    this.models.set(manifest.name, model);
-    return model;
+    const reread = async () => {
+      const again = await readModel(manifestPath, this.trust);
+      if (again.manifest.sha256 !== manifest.sha256) {
+        throw new KizunaError('KZ_ERR_MODEL_INTEGRITY', `${manifestPath} changed since it was read (sha256 ${again.manifest.sha256}, served as ${manifest.sha256}); restart the agent to serve the new file`);
+      }
+      return again.onnx;
+    };
+    const entry = this.entry(manifestPath, manifest, labels, trust, 'folder', onnx, reread);
+    await this.admit(entry, onnx);
+    if (this.models.has(manifest.name)) {
+      this.residency.drop(entry.key);
+      throw new KizunaError('KZ_ERR_MANIFEST', `${manifestPath}: a model named ${manifest.name} is already loaded`);
+    }
+    this.models.set(manifest.name, entry);
+    this.emit('change');
+    return entry;
   }
 
   /**
-   * Loads a model of the content-addressed store: its manifest (and, under a trust policy, the
+   * Serves a model of the content-addressed store: its manifest (and, under a trust policy, the
    * mesh's signature of it: nothing in the store is built in), its bytes checked against the
-   * sha256. A model of the same name loaded from the store before is replaced once this one
-   * loads; one from a configured folder is not (KZ_ERR_MANIFEST: the folder wins).
+   * sha256. A model of the same name served from the store before is replaced once this one is
+   * checked; one from a configured folder is not (KZ_ERR_MANIFEST: the folder wins).
    */
   async loadStored(cas: Cas, stored: StoredModel): Promise<LoadedModel> {
     const where = stored.manifestPath;
@@ -217,16 +295,18 @@ export class ModelStore {
       if (stored.labels === undefined) throw new KizunaError('KZ_ERR_MANIFEST', `${where}: names labels file ${manifest.labelsFile}, which the store does not hold`);
       labels = parseLabels(stored.labels);
     }
-    const model = await this.open(where, manifest, onnx, labels, trusted, 'store');
+    const entry = this.entry(where, manifest, labels, trusted, 'store', onnx, () => cas.readBlob(manifest.sha256));
+    await this.admit(entry, onnx);
     // The name may have been taken while this one loaded: the newest load wins, the other is released.
     const before = this.models.get(manifest.name);
     if (before && before.source !== 'store') {
-      await model.session.release();
+      this.residency.drop(entry.key);
       throw new KizunaError('KZ_ERR_MANIFEST', `${where}: a model named ${manifest.name} is already loaded from a model folder`);
     }
-    this.models.set(manifest.name, model);
-    if (before) this.retire(before.session);
-    return model;
+    this.models.set(manifest.name, entry);
+    if (before) this.residency.drop(before.key);
+    this.emit('change');
+    return entry;
   }
 
   /** Every model of the content-addressed store; a bad one is recorded in `problems` and skipped. */
@@ -242,29 +322,100 @@ export class ModelStore {
     }
   }
 
-  /** Stops serving `name` and releases its session; returns whether it was loaded. */
+  /** Stops serving `name`; its session is released once no inference runs on it. Returns whether it was served. */
   async unload(name: string): Promise<boolean> {
     const model = this.models.get(name);
     if (!model) return false;
     this.models.delete(name);
-    this.retire(model.session);
+    this.residency.drop(model.key);
+    this.emit('change');
     return true;
   }
 
-  private retire(session: ModelSession): void {
-    this.retiring.add(session);
-    setTimeout(() => {
-      if (this.retiring.delete(session)) void session.release().catch(() => undefined);
-    }, RETIRE_MS).unref();
+  /**
+   * A lease on `name`'s session for one inference: at once when the model is in memory, else
+   * after its load (which may first unload idle models, least recently used first, or wait
+   * until models that running inferences hold are free). Undefined: no such model here. A cold
+   * model that fails to load is no longer served (recorded in `problems`, 'unservable').
+   */
+  async acquire(name: string, version?: string): Promise<ModelLease | undefined> {
+    const entry = this.models.get(name);
+    if (!entry || (version !== undefined && entry.manifest.version !== version)) return undefined;
+    let lease;
+    try {
+      lease = await this.residency.acquire(this.candidate(entry));
+    } catch (err) {
+      const e = asKizunaError(err);
+      if (e.code === 'KZ_ERR_MODEL_LOAD' || e.code === 'KZ_ERR_MANIFEST' || e.code === 'KZ_ERR_MODEL_INTEGRITY') this.unservable(entry, e);
+      throw e;
+    }
+    const { session, loadMs, release } = lease;
+    return { model: { ...entry, session }, release, ...(loadMs !== undefined ? { loadMs } : {}) };
   }
 
-  private async open(where: string, manifest: Manifest, onnx: Buffer, labels: readonly string[] | undefined, trust: ModelTrust, source: 'folder' | 'store'): Promise<LoadedModel> {
+  /** What placement holds now: the budget (0: none), the bytes in use and the served models in memory. */
+  memory(): { budgetBytes: number; usedBytes: number; warm: Set<string> } {
+    const warm = new Set([...this.models.values()].filter((e) => this.residency.isWarm(e.key)).map((e) => e.manifest.name));
+    return { budgetBytes: this.residency.budget, usedBytes: this.residency.used, warm };
+  }
+
+  private unservable(entry: Entry, e: KizunaError): void {
+    if (this.models.get(entry.manifest.name) !== entry) return;
+    this.models.delete(entry.manifest.name);
+    this.residency.drop(entry.key);
+    this.problems.push({ manifest: entry.where, code: e.code, message: e.message });
+    this.emit('unservable', { name: entry.manifest.name, code: e.code, message: e.message });
+    this.emit('change');
+  }
+
+  private entry(
+    where: string, manifest: Manifest, labels: readonly string[] | undefined, trust: ModelTrust, source: 'folder' | 'store', onnx: Buffer, reread: () => Promise<Buffer>,
+  ): Entry {
+    const entry = {
+      manifest, bytes: onnx.length, trust, source, where, key: `${manifest.name}@${manifest.version}#${++this.serial}`, reread,
+      ...(labels ? { labels } : {}),
+    } as Omit<Entry, 'session'> as Entry;
+    entry.session = new LazySession(this, entry);
+    return entry;
+  }
+
+  /** Registration: the model is loaded now when the budget has room (or nothing is loaded); load errors are thrown. */
+  private async admit(entry: Entry, onnx: Buffer): Promise<void> {
+    entry.inHand = onnx;
+    try {
+      await this.residency.preload(this.candidate(entry));
+    } finally {
+      delete entry.inHand;
+    }
+  }
+
+  private candidate(entry: Entry): Candidate {
+    return { key: entry.key, name: entry.manifest.name, fileBytes: entry.bytes, open: () => this.open(entry) };
+  }
+
+  /** Runs `entry` once (LazySession): a lease for the length of the run. */
+  async runOnce(entry: Entry, feeds: Record<string, Tensor>): Promise<Record<string, Tensor>> {
+    const lease = await this.acquire(entry.manifest.name, entry.manifest.version);
+    if (!lease) throw new KizunaError('KZ_ERR_UNKNOWN_MODEL', `model ${entry.manifest.name}@${entry.manifest.version} is no longer served here`);
+    try {
+      return await lease.model.session.run(feeds);
+    } finally {
+      lease.release();
+    }
+  }
+
+  /** A checked session of `entry`, run once on a blank image when it takes images. */
+  private async open(entry: Entry): Promise<{ session: ModelSession; measurable: boolean }> {
+    const { manifest, where } = entry;
+    const measurable = engineStarted.has(this.engine);
+    const onnx = entry.inHand ?? (await entry.reread());
     let session: ModelSession;
     try {
       session = await this.engine.load(onnx, this.options);
     } catch (err) {
       throw new KizunaError('KZ_ERR_MODEL_LOAD', `${where}: the runtime cannot load ${manifest.file}: ${(err as Error).message}`, { cause: err });
     }
+    engineStarted.add(this.engine);
     const missing = [
       ...manifest.inputs.map((i) => i.name).filter((n) => !session.inputNames.includes(n)).map((n) => `input ${n}`),
       ...manifest.outputs.map((o) => o.name).filter((n) => !session.outputNames.includes(n)).map((n) => `output ${n}`),
@@ -275,7 +426,9 @@ export class ModelStore {
       await session.release();
       throw new KizunaError('KZ_ERR_MANIFEST', `${where}: the model has no ${missing.join(', ')}`);
     }
-    return { manifest, session, bytes: onnx.length, trust, source, ...(labels ? { labels } : {}) };
+    entry.io = { inputs: [...session.inputNames], outputs: [...session.outputNames] };
+    await warmUp(session, manifest);
+    return { session, measurable };
   }
 
   get(name: string, version?: string): LoadedModel | undefined {
@@ -283,14 +436,56 @@ export class ModelStore {
     return model && (version === undefined || model.manifest.version === version) ? model : undefined;
   }
 
+  /** Every model this board serves, in memory or not. */
   list(): LoadedModel[] {
     return [...this.models.values()];
   }
 
   async close(): Promise<void> {
-    const all = [...this.models.values()].map((m) => m.session).concat([...this.retiring]);
     this.models.clear();
-    this.retiring.clear();
-    await Promise.all(all.map((s) => s.release()));
+    await this.residency.close();
   }
+}
+
+/**
+ * A served model's session as callers see it: each run takes a lease (loading the model when it
+ * is cold). Names are the session's once it was loaded, the manifest's before.
+ */
+class LazySession implements ModelSession {
+  constructor(
+    private readonly store: ModelStore,
+    private readonly entry: Entry,
+  ) {}
+
+  get inputNames(): readonly string[] {
+    return this.entry.io?.inputs ?? this.entry.manifest.inputs.map((i) => i.name);
+  }
+
+  get outputNames(): readonly string[] {
+    return this.entry.io?.outputs ?? this.entry.manifest.outputs.map((o) => o.name);
+  }
+
+  run(feeds: Record<string, Tensor>): Promise<Record<string, Tensor>> {
+    return this.store.runOnce(this.entry, feeds);
+  }
+
+  /** The store owns the real session (released when the model is unloaded or evicted). */
+  async release(): Promise<void> {}
+}
+
+/**
+ * One run on a blank image, so the first request does not pay for the runtime's first-run
+ * allocations and the footprint measured at load includes them. Only for image models (a blank
+ * image is always a valid input; zeros are not for every tensor model: Silero VAD's `sr`), and
+ * only when the input's shape is fixed but for its batch. Failures are ignored: it is a warm-up.
+ */
+async function warmUp(session: ModelSession, manifest: Manifest): Promise<void> {
+  const pre = manifest.preprocess;
+  const spec = pre && manifest.inputs.find((i) => i.name === pre.input);
+  if (!spec || manifest.inputs.length !== 1) return;
+  const shape = spec.shape.map((d, i) => (typeof d === 'number' ? d : i === 0 ? 1 : -1));
+  const count = elementCount(shape);
+  if (count <= 0 || count > 64 * 1024 * 1024) return;
+  const { array } = DTYPES[spec.dtype];
+  await session.run({ [spec.name]: { dtype: spec.dtype, shape, data: new array(count) as TensorData } }).catch(() => undefined);
 }
