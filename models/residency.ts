@@ -135,7 +135,6 @@ export class Residency extends EventEmitter {
         reject(new KizunaError('KZ_ERR_OVERLOADED', `model ${c.name} waited ${waitMs} ms for memory that running inferences hold; retry with the same id`));
         this.pump();
       }, waitMs);
-      w.timer.unref?.();
       this.queue.push(w);
       this.pump();
     });
