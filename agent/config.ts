@@ -37,6 +37,7 @@ export const ConfigSchema = Type.Object(
     models: Type.Array(Type.String({ minLength: 1 }), { default: [BUILTIN_MODELS_DIR], description: 'model folders (comma separated)' }),
     threads: Type.Integer({ minimum: 1, maximum: 64, default: 1, description: 'onnxruntime threads per inference' }),
     concurrency: Type.Integer({ minimum: 1, maximum: 64, default: 1, description: 'inferences run at once' }),
+    modelMemoryMib: Type.Optional(Type.Integer({ minimum: 0, maximum: 16 * MiB, description: 'MiB for loaded models; others load on demand, least recently used unloaded first (absent: 40% of the board\'s memory, at least 64; 0: no limit, all loaded at start; docs/MODELS.md)' })),
     maxQueue: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 1024, description: 'accepted requests waiting; more are refused (KZ_ERR_OVERLOADED)' }),
     maxPayloadBytes: Type.Integer({ minimum: 1024, maximum: 256 * MiB, default: 8 * MiB, description: 'largest request payload' }),
     maxPacketBytes: Type.Integer({ minimum: 1024, maximum: 256 * MiB, default: 33 * MiB, description: 'largest MQTT packet the embedded broker takes; a client sending a larger one is cut off' }),
