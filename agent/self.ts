@@ -20,6 +20,8 @@ export interface SelfState {
   draining: boolean;
   port: number;
   models: readonly LoadedModel[];
+  /** Placement: the session budget (0: none), bytes in use and the models in memory (absent: all warm). */
+  memory?: { budgetBytes: number; usedBytes: number; warm: ReadonlySet<string> };
   /** Model files being fetched from the mesh (agent/distribution.ts). */
   transfers?: readonly { name: string; sha256: string; done: number; total: number }[];
 }
@@ -61,10 +63,14 @@ export function statusOf(s: SelfState): NodeStatus {
       inputs: m.inputs,
       outputs: m.outputs,
       ...(m.preprocess ? { image: { width: m.preprocess.width, height: m.preprocess.height, channels: m.preprocess.channels } } : {}),
+      warm: s.memory ? s.memory.warm.has(m.name) : true,
     })),
+    ...(s.memory ? { modelMemory: { budgetMiB: mib(s.memory.budgetBytes), usedMiB: mib(s.memory.usedBytes) } } : {}),
     ...(s.transfers?.length ? { transfers: s.transfers.slice(0, 64).map((t) => ({ ...t })) } : {}),
   };
 }
+
+const mib = (bytes: number): number => Math.ceil(bytes / (1024 * 1024));
 
 /** Where other boards can reach this one: the listen address, the mDNS interface, or every IPv4. */
 export function hostAddresses(config: Pick<Config, 'mdnsInterface'> & { host: string }): string[] {

@@ -31,6 +31,11 @@ export const ModelSummarySchema = Type.Object({
   /** What its results must look like: the dispatcher checks a job's results against these. */
   outputs: Type.Optional(Type.Array(TensorSpecSchema, { maxItems: 32 })),
   image: Type.Optional(Type.Object({ width: Count, height: Count, channels: Type.String({ maxLength: 16 }) })),
+  /**
+   * Its session is in memory (placement): false, the board serves it but loads it first (a cold
+   * start). Absent: a board older than placement, which loads every model at start: warm.
+   */
+  warm: Type.Optional(Type.Boolean()),
 });
 
 /**
@@ -60,6 +65,8 @@ export const NodeStatusSchema = Type.Object({
   /** How many requests the dispatcher may give it at once (its credits). */
   slots: Type.Optional(Count),
   models: Type.Optional(Type.Array(ModelSummarySchema, { maxItems: 1024 })),
+  /** Memory for model sessions: the budget (0: none) and what the warm models take, in MiB. */
+  modelMemory: Type.Optional(Type.Object({ budgetMiB: Count, usedMiB: Count })),
   /** Model files it is fetching from the mesh now: bytes done of total (agent/distribution.ts). */
   transfers: Type.Optional(
     Type.Array(Type.Object({ name: Type.String({ maxLength: 128 }), sha256: Type.String({ maxLength: 128 }), done: Count, total: Count }), { maxItems: 64 }),
@@ -67,6 +74,11 @@ export const NodeStatusSchema = Type.Object({
 });
 
 export type ModelSummary = Static<typeof ModelSummarySchema>;
+
+/** Whether `status`'s board has `model` in memory (a board that does not say loads all at start). */
+export function isWarm(status: Pick<NodeStatus, 'models'>, model: string): boolean {
+  return status.models?.find((m) => m.name === model)?.warm !== false;
+}
 export type NodeStatus = Static<typeof NodeStatusSchema>;
 
 const checkStatus = TypeCompiler.Compile(NodeStatusSchema);
