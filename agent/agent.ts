@@ -14,7 +14,7 @@ import { Transport, type TransportOptions, type Will } from '../mesh/mqtt.js';
 import { SwitchBus } from '../mesh/bus.js';
 import { LocalBus } from '../broker/local-bus.js';
 import { Roster } from '../mesh/roster.js';
-import type { NodeStatus } from '../mesh/status.js';
+import { parseNodeStatus, type NodeStatus } from '../mesh/status.js';
 import { topics } from '../mesh/topics.js';
 import type { Engine } from '../models/engine.js';
 import { OnnxEngine } from '../models/onnx-engine.js';
@@ -38,6 +38,7 @@ import { loadNodeId, renewNodeId } from './identity.js';
 import { KizunaError } from '../mesh/errors.js';
 import { createLogger, type Logger } from './log.js';
 import { Worker } from './worker.js';
+import { HealthReporter } from './health.js';
 import { isLoopback, listenHost, meshSecurity, type AgentSecurity } from './security.js';
 import { isRevoked } from './credentials.js';
 import { Dashboard } from './dashboard/server.js';
@@ -81,6 +82,8 @@ export class Agent {
   /** What the worker listens on: the transport, or the embedded broker in-process when this agent hosts it. */
   private bus?: SwitchBus;
   private worker?: Worker;
+  /** Publishes this board's health report every healthIntervalS (agent/health.ts). */
+  private health?: HealthReporter;
   /** This board's content-addressed model store, and the models it exchanges with the mesh. */
   private cas?: Cas;
   private distribution?: Distribution;
@@ -157,6 +160,11 @@ export class Agent {
     return this.dashboardServer;
   }
 
+  /** The health reporter, once connected (its 'report' events are what tests read). */
+  get healthReporter(): HealthReporter | undefined {
+    return this.health;
+  }
+
   get dispatcher(): Dispatcher | undefined {
     return this.brokerRole?.dispatcher ?? this.externalDispatcher;
   }
@@ -174,6 +182,7 @@ export class Agent {
   private async abort(): Promise<void> {
     await this.dashboardServer?.stop().catch(() => undefined);
     this.coordinator?.stop();
+    await this.health?.stop().catch(() => undefined);
     await this.externalDispatcher?.stop().catch(() => undefined);
     await this.distribution?.stop().catch(() => undefined);
     await this.transport?.close(true).catch(() => undefined);
@@ -383,12 +392,38 @@ export class Agent {
     this.transport.on('warning', (err: Error) => log.debug(`mqtt: ${err.message}`));
     this.transport.on('down', () => this.coordinator?.brokerConnectionLost());
     this.transport.on('retry-failed', () => this.coordinator?.brokerConnectionLost());
-    this.transport.on('up', () => void this.publishStatus());
+    this.transport.on('up', () => {
+      void this.publishStatus();
+      this.health?.reconnected();
+    });
     this.transport.onMessage((topic, payload) => this.onMeshMessage(topic, payload));
     await this.transport.subscribe([topics.allNodeStatus(config.mesh), ...(this.security ? [topics.revoked(config.mesh)] : [])], 1);
     // On the board that hosts the broker, tasks and replies skip TCP entirely.
     this.bus = new SwitchBus(this.brokerRole ? new LocalBus(this.brokerRole.broker) : this.transport);
     this.worker = new Worker(this.bus, this.store, { ...config, node: this.node }, log.child('worker'));
+    const worker = this.worker;
+    const transport = this.transport;
+    this.health = new HealthReporter({
+      mesh: config.mesh,
+      intervalS: config.healthIntervalS,
+      publish: (topic, payload) => transport.publish(topic, payload, { qos: 0, retain: true }),
+      source: {
+        node: () => this.node,
+        instance: this.instance,
+        counters: () => worker.stats,
+        inFlight: () => worker.inFlight,
+        concurrency: config.concurrency,
+        loaded: () => {
+          const warm = this.store.memory().warm;
+          return this.store.list().map((m) => ({ name: m.manifest.name, version: m.manifest.version, resident: warm.has(m.manifest.name) }));
+        },
+        dataDir: config.dataDir,
+      },
+      log: log.child('health'),
+    });
+    // A change of throttling changes this board's rank: say it in the status.
+    this.health.on('throttled', () => void this.publishStatus());
+    this.health.watch(this.bus, worker);
     await this.worker.start();
     this.distribution = new Distribution({
       mesh: config.mesh, node: this.node, cas: this.cas!, store: this.store, bus: this.transport, roster: this.roster, log: log.child('models'),
@@ -398,6 +433,7 @@ export class Agent {
     });
     await this.distribution.start();
     await this.publishStatus();
+    this.health.start();
   }
 
   /**
@@ -432,11 +468,22 @@ export class Agent {
       this.brokerRole?.broker.disconnectRevoked();
       return;
     }
-    if (!this.roster.accept(topic, payload)) return;
-    const mine = this.roster.get(this.node);
-    // A late will of our own older connection: say again that we are alive.
-    if (mine && mine.instance === this.instance && !mine.online && !this.stopping) void this.publishStatus();
-    this.coordinator?.membersChanged();
+    const accepted = this.roster.accept(topic, payload);
+    if (topic === topics.nodeStatus(this.config.mesh, this.node)) this.answerOwnStatus(payload);
+    if (accepted) this.coordinator?.membersChanged();
+  }
+
+  /**
+   * Our retained status topic says we are offline: a will (of this connection, of an older one, or
+   * of this node's previous process, arriving late), the ghost sweep, or an empty or invalid payload. Readers
+   * that saw our birth ignore a stale will (mesh/status.ts, supersedes), but one that subscribes
+   * now sees only the retained message: say again that we are alive. A birth of another instance
+   * (a duplicate board) is never answered, or two live boards would answer each other forever.
+   */
+  private answerOwnStatus(payload: Buffer): void {
+    if (this.stopping) return;
+    if (payload.length && parseNodeStatus(payload)?.online) return;
+    void this.publishStatus();
   }
 
   private async publishStatus(online = true): Promise<void> {
@@ -479,6 +526,7 @@ export class Agent {
     const { log } = this;
     await this.dashboardServer?.stop();
     this.coordinator?.stop();
+    await this.health?.stop();
     // Draining first: the dispatcher stops giving this agent new tasks, the accepted ones finish.
     this.draining = true;
     // Goodbyes wait for a broker only so long: with none reachable a status would queue for ever.

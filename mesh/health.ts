@@ -102,8 +102,11 @@ export const InferenceHealthSchema = Type.Object({
   concurrency: Count,
   /** Per model served here or asked for in the period; models without traffic have zeros and null percentiles. */
   models: Type.Array(ModelHealthSchema, { maxItems: 1024 }),
-  /** The models loaded now. */
-  loaded: Type.Array(Type.Object({ name: Name, version: Type.String({ maxLength: 32 }) }), { maxItems: 1024 }),
+  /**
+   * The models this board serves now (those its status lists); `resident`: its session is in
+   * memory now (a served model may be loaded on demand under a memory budget).
+   */
+  loaded: Type.Array(Type.Object({ name: Name, version: Type.String({ maxLength: 32 }), resident: Type.Optional(Type.Boolean()) }), { maxItems: 1024 }),
 });
 
 /**
