@@ -2,6 +2,7 @@
  * How an agent describes itself to the mesh: its advert (mDNS TXT, hello answers) and its retained
  * status (the advert plus liveness fencing, credits and models). Pure functions of the agent's state.
  */
+import fs from 'node:fs';
 import os from 'node:os';
 import type { NodeStatus } from '../mesh/status.js';
 import { PROTOCOL_VERSION } from '../mesh/topics.js';
@@ -82,4 +83,21 @@ export function hostAddresses(config: Pick<Config, 'mdnsInterface'> & { host: st
     .filter((i) => i && !i.internal && i.family === 'IPv4')
     .map((i) => i!.address);
   return found.length ? found : ['127.0.0.1'];
+}
+
+/**
+ * The memory this board's processes may use: its RAM, or less in a container with a memory
+ * limit (cgroup v2 memory.max, or v1 memory.limit_in_bytes).
+ */
+export function boardMemoryBytes(): number {
+  const total = os.totalmem();
+  for (const file of ['/sys/fs/cgroup/memory.max', '/sys/fs/cgroup/memory/memory.limit_in_bytes']) {
+    try {
+      const limit = Number(fs.readFileSync(file, 'utf8').trim());
+      if (Number.isSafeInteger(limit) && limit > 0 && limit < total) return limit;
+    } catch {
+      // not in a cgroup with a limit
+    }
+  }
+  return total;
 }
