@@ -13,6 +13,7 @@
 import { KizunaError, type ErrorCode } from '../mesh/errors.js';
 import { encodeError } from '../mesh/messages.js';
 import { Roster } from '../mesh/roster.js';
+import { isWarm } from '../mesh/status.js';
 import { parseReplyTopic, parseRequestTopic, topics, type RequestTopic } from '../mesh/topics.js';
 import type { Logger } from '../agent/log.js';
 import { Jobs, type JobsOptions } from './jobs.js';
@@ -32,6 +33,8 @@ interface Task {
   /** The agent's connection number when the task was sent: a task sent while it was away is lost. */
   seq: number;
   sentAt?: number;
+  /** The model was cold there when it was sent: its answer times a load too, not the board's speed. */
+  cold?: boolean;
 }
 
 /** Outstanding tasks an agent takes when its status names no `slots`. */
@@ -176,7 +179,7 @@ export class Dispatcher {
       const w = this.waiting.take((model) => agentFor(model) !== undefined);
       if (!w) break; // every agent of every waiting model is full
       const agent = agentFor(w.model)!;
-      this.send({ req: w.req, payload: w.payload, node: agent.node, instance: agent.instance, seq: agent.seq });
+      this.send({ req: w.req, payload: w.payload, node: agent.node, instance: agent.instance, seq: agent.seq, cold: !isWarm(agent, w.model) });
     }
     // Slots no single request wants go to jobs.
     this.jobs.pump();
@@ -199,18 +202,21 @@ export class Dispatcher {
   }
 
   /**
-   * The agent with a free slot that should answer soonest: (its outstanding tasks + 1) times its
-   * measured time per request of this model. An agent never measured goes first, once, so it gets
-   * measured. Ties: node id.
+   * The agent with a free slot that should answer soonest: one that has the model in memory
+   * (warm) before one that must load it first (cold: placement), then (its outstanding tasks + 1)
+   * times its measured time per request of this model. An agent never measured goes first among
+   * its kind, once, so it gets measured. Ties: node id.
    */
   private pick(model: string) {
-    let best: { status: ReturnType<Roster['serving']>[number]; finish: number } | undefined;
+    let best: { status: ReturnType<Roster['serving']>[number]; cold: boolean; finish: number } | undefined;
     for (const status of this.roster.serving(model)) {
       const queued = this.queuedAt(status.node);
       if (queued >= (status.slots ?? DEFAULT_SLOTS)) continue;
+      const cold = !isWarm(status, model);
       const ms = this.msPerInput.get(`${status.node}/${model}`);
       const finish = ms === undefined ? (queued === 0 ? -1 : Number.POSITIVE_INFINITY) : (queued + 1) * ms;
-      if (!best || finish < best.finish || (finish === best.finish && status.node < best.status.node)) best = { status, finish };
+      const better = !best || (cold !== best.cold ? !cold : finish < best.finish || (finish === best.finish && status.node < best.status.node));
+      if (better) best = { status, cold, finish };
     }
     return best?.status;
   }
@@ -241,7 +247,7 @@ export class Dispatcher {
    * previous answer if later (a busy agent answers back to back: the gap is its service time).
    */
   private measure(task: Task): void {
-    if (task.sentAt === undefined) return;
+    if (task.sentAt === undefined || task.cold) return;
     this.sample(task.node, task.req.model, 1, Math.max(task.sentAt, this.lastAnswer.get(task.node) ?? 0), true);
   }
 
@@ -283,7 +289,7 @@ export class Dispatcher {
         continue;
       }
       this.options.log.info(`task ${key} of ${node} handed to ${next.node}`);
-      this.assign({ ...task, node: next.node, instance: next.instance, seq: next.seq, sentAt: this.now() });
+      this.assign({ ...task, node: next.node, instance: next.instance, seq: next.seq, sentAt: this.now(), cold: !isWarm(next, task.req.model) });
       this.stats.redispatched++;
     }
     this.refuseUnserved();

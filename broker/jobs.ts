@@ -18,7 +18,7 @@ import {
   checkShardResult, decodeJob, encodeJobError, encodeJobResults, encodeShard, itemBytes, RETRYABLE,
   type JobItem, type JobOptions, type JobProgress, type JobResultItem,
 } from '../mesh/jobs.js';
-import type { ModelSummary, NodeStatus } from '../mesh/status.js';
+import { isWarm, type ModelSummary, type NodeStatus } from '../mesh/status.js';
 import { parseJobTopic, parseShardResultTopic, topics, type RequestTopic } from '../mesh/topics.js';
 import type { Logger } from '../agent/log.js';
 import type { BrokerPort } from './dispatcher.js';
@@ -55,6 +55,8 @@ export interface JobsOptions {
   slack?: number;
   floorMs?: number;
   unknownMs?: number;
+  /** Added to the deadline of a copy sent to a board that must load the model first (default 5 s). */
+  coldMs?: number;
   /** An idle agent copies a straggler when it would finish at least this fraction of its remaining time sooner. */
   hedgeMargin?: number;
   /** A progress message at least this often while a job runs. */
@@ -72,6 +74,8 @@ interface Copy {
   sentAt: number;
   deadlineAt: number;
   late: boolean;
+  /** The board had to load the model: its time is not its speed. */
+  cold: boolean;
 }
 
 interface Flight {
@@ -112,6 +116,8 @@ interface JobState {
 /** A board as the pump sees it while placing shards. */
 interface Board {
   status: NodeStatus;
+  /** It has the model in memory (placement): cold boards take shards only when no warm one has a free slot. */
+  warm: boolean;
   /** Measured ms per input of this model (undefined: never measured). */
   ms: number | undefined;
   /** Inputs per ms, for shares (unmeasured: the slowest measured board's). */
@@ -123,8 +129,9 @@ interface Board {
 }
 
 /**
- * The board that is free soonest; an unmeasured one first, but only with nothing running (one
- * probe shard at a time). Ties: faster, then node id.
+ * The board that is free soonest, among those that have the model in memory first (a cold board
+ * would load it first); an unmeasured one first, but only with nothing running (one probe shard
+ * at a time). Ties: faster, then node id.
  */
 function pickBoard(boards: readonly Board[], exclude: readonly string[]): Board | undefined {
   let best: Board | undefined;
@@ -133,8 +140,8 @@ function pickBoard(boards: readonly Board[], exclude: readonly string[]): Board 
     if (b.free < 1 || exclude.includes(b.status.node)) continue;
     if (b.ms === undefined && b.copies > 0) continue;
     const end = b.ms === undefined ? Number.NEGATIVE_INFINITY : b.end;
-    const better = !best || end < bestEnd
-      || (end === bestEnd && ((b.ms ?? 0) < (best.ms ?? 0) || ((b.ms ?? 0) === (best.ms ?? 0) && b.status.node < best.status.node)));
+    const better = !best || (b.warm !== best.warm ? b.warm : end < bestEnd
+      || (end === bestEnd && ((b.ms ?? 0) < (best.ms ?? 0) || ((b.ms ?? 0) === (best.ms ?? 0) && b.status.node < best.status.node))));
     if (better) (best = b), (bestEnd = end);
   }
   return best;
@@ -268,7 +275,7 @@ export class Jobs {
       // Its time from when it could start it: sent, or when it returned its previous shard. A
       // board that refused everything did no work: that is no measure of its speed.
       const since = Math.max(copy.sentAt, this.lastResultAt.get(copy.node) ?? 0);
-      if (!refusedAll) this.capacity.measured(copy.node, job.req.model, ref.end - ref.start, since, true);
+      if (!refusedAll && !copy.cold) this.capacity.measured(copy.node, job.req.model, ref.end - ref.start, since, true);
       flight!.copies.splice(flight!.copies.indexOf(copy), 1);
     }
     if (!refusedAll) this.lastResultAt.set(check.agent, now);
@@ -328,7 +335,7 @@ export class Jobs {
           }
           this.stats.late++;
           this.o.log.info(`job ${job.key}: shard ${key} late on ${copy.node}; running it elsewhere too`);
-          this.capacity.measured(copy.node, job.req.model, flight.end - flight.start, copy.sentAt, false);
+          if (!copy.cold) this.capacity.measured(copy.node, job.req.model, flight.end - flight.start, copy.sentAt, false);
         }
         if (!flight.copies.length) this.settle(job, key, flight);
       }
@@ -441,9 +448,9 @@ export class Jobs {
     const ms = board.ms;
     const deadlineAt = ms === undefined
       ? now + (this.o.unknownMs ?? 30_000)
-      : startAt + size * ms + Math.max(this.o.floorMs ?? 1000, size * ms * (slack - 1));
+      : startAt + size * ms + Math.max(this.o.floorMs ?? 1000, size * ms * (slack - 1)) + (board.warm ? 0 : this.o.coldMs ?? 5000);
     const { node, instance, seq } = board.status;
-    const copy: Copy = { node, instance, seq, sentAt: now, deadlineAt, late: false };
+    const copy: Copy = { node, instance, seq, sentAt: now, deadlineAt, late: false, cold: !board.warm };
     flight.copies.push(copy);
     board.free--;
     board.copies++;
@@ -474,7 +481,7 @@ export class Jobs {
       .filter((s) => !this.isDistrusted(s.node))
       .map((status) => {
         const ms = this.capacity.msPerInput(status.node, model);
-        return { status, ms, rate: ms ? 1 / ms : 0, free: this.capacity.free(status.node), copies: copiesOf.get(status.node) ?? 0, end: endOf.get(status.node) ?? now };
+        return { status, warm: isWarm(status, model), ms, rate: ms ? 1 / ms : 0, free: this.capacity.free(status.node), copies: copiesOf.get(status.node) ?? 0, end: endOf.get(status.node) ?? now };
       });
     // An unmeasured board counts as the slowest measured one in the shares.
     const slowest = Math.min(...list.filter((b) => b.rate > 0).map((b) => b.rate));
