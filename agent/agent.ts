@@ -24,7 +24,8 @@ import { Cas } from '../models/cas.js';
 import type { FetchOptions } from '../models/transfer.js';
 import { catalogGate, Distribution, storeDir } from './distribution.js';
 import type { Advert, Role } from './advert.js';
-import { advertOf, statusOf, type SelfState } from './self.js';
+import { advertOf, boardMemoryBytes, statusOf, type SelfState } from './self.js';
+import { autoBudget } from '../models/placement.js';
 import { agentClientId, BrokerRole } from './broker-role.js';
 import type { Config } from './config.js';
 import { Coordinator, statusToAdvert, type BrokerRef, type CoordinatorHost } from './coordinator.js';
@@ -116,7 +117,9 @@ export class Agent {
     const engine = config.simulateMsPerInput > 0 ? new SimulatedEngine(real, config.simulateMsPerInput) : real;
     const security = meshSecurity(config, log);
     // With mesh credentials, a model that did not ship with the package needs the mesh's signature.
-    const store = new ModelStore(engine, { threads: config.threads }, security && { publicKey: security.creds.publicKey });
+    // Placement: sessions within a memory budget, the rest loaded on demand (docs/MODELS.md).
+    const budgetBytes = config.modelMemoryMib === undefined ? autoBudget(boardMemoryBytes()) : config.modelMemoryMib * 1024 * 1024;
+    const store = new ModelStore(engine, { threads: config.threads }, security && { publicKey: security.creds.publicKey }, { budgetBytes });
     const node = security?.node ?? config.node ?? (await loadNodeId(config.dataDir));
     // A dashboard that would be refused later is refused now, before the board joins the mesh.
     if (config.dashboardPort !== undefined) dashboardPolicy({ host: config.dashboardHost, mesh: config.mesh, ...(config.dashboardToken ? { token: config.dashboardToken } : {}), ...(security ? { publicKey: security.creds.publicKey } : {}) });
@@ -199,7 +202,7 @@ export class Agent {
     this.cas = await Cas.open(storeDir(config.dataDir));
     await this.store.loadStore(this.cas);
     for (const p of this.store.problems) log.error(`${p.code}: ${p.message}`);
-    for (const m of this.store.list()) log.info(`model ${m.manifest.name}@${m.manifest.version} loaded (${(m.bytes / 1024).toFixed(0)} KiB)`);
+    this.watchModels();
     if (config.broker) {
       this.role = 'agent';
       await this.connect(config.broker);
@@ -486,6 +489,27 @@ export class Agent {
     void this.publishStatus();
   }
 
+  /** Logs what placement does, and says in the status which models are in memory. */
+  private watchModels(): void {
+    const { log, store } = this;
+    const mib = (b: number) => (b / 1024 / 1024).toFixed(1);
+    const { budgetBytes, warm } = store.memory();
+    for (const m of store.list()) log.info(`model ${m.manifest.name}@${m.manifest.version} ${warm.has(m.manifest.name) ? 'loaded' : 'served, loaded on demand'} (${(m.bytes / 1024).toFixed(0)} KiB)`);
+    log.info(`model memory: ${budgetBytes ? `${mib(budgetBytes)} MiB` : 'no limit'}, ${mib(store.memory().usedBytes)} MiB used`);
+    store.on('loaded', (e: { name: string; bytes: number; ms: number }) => log.debug(`model ${e.name} loaded in ${e.ms.toFixed(0)} ms (${mib(e.bytes)} MiB)`));
+    store.on('evicted', (e: { name: string; bytes: number; why: string }) => log.debug(`model ${e.name} unloaded (${e.why === 'lru' ? 'least recently used, for room' : 'no longer served'}; ${mib(e.bytes)} MiB)`));
+    store.on('unservable', (e: { code: string; message: string }) => log.error(`${e.code}: ${e.message}`));
+    let soon = false;
+    store.on('change', () => {
+      if (soon) return;
+      soon = true;
+      setImmediate(() => {
+        soon = false;
+        if (!this.stopping) void this.publishStatus();
+      });
+    });
+  }
+
   private async publishStatus(online = true): Promise<void> {
     if (!this.transport) return;
     const status = { ...this.status(), online };
@@ -505,7 +529,7 @@ export class Agent {
   private self(): SelfState {
     const { config, node, instance, started, role, term, seq, draining } = this;
     return {
-      config, node, instance, started, role, term, seq, draining, port: this.meshListener?.port ?? config.port, models: this.store.list(),
+      config, node, instance, started, role, term, seq, draining, port: this.meshListener?.port ?? config.port, models: this.store.list(), memory: this.store.memory(),
       ...(this.distribution ? { transfers: this.distribution.transfers() } : {}),
     };
   }
