@@ -225,6 +225,8 @@ export class Agent {
       maxImageBytes: Math.floor(((config.maxPayloadBytes - 1024) * 3) / 4), log: this.log.child('dashboard'),
       ...(creds ? { credentials: { publicKey: creds.publicKey, ...(creds.tls ? { ca: creds.tls.ca } : {}) } } : {}),
       ...(config.dashboardToken ? { token: config.dashboardToken } : {}),
+      // The boards' health reports reach it through this agent's own connection.
+      ...(this.transport ? { health: this.transport } : {}),
     });
   }
 

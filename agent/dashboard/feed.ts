@@ -43,9 +43,8 @@ export class Feed extends EventEmitter {
     return [...this.boards.values()].sort((a, b) => (a.node < b.node ? -1 : a.node > b.node ? 1 : 0));
   }
 
-  /** A health report of `node`, already checked against its schema. */
-  setHealth(node: string, health: unknown): void {
-    const at = this.now();
+  /** A health report of `node`, already checked against its schema, and when it counts from. */
+  setHealth(node: string, health: unknown, at = this.now()): void {
     const board = this.boards.get(node);
     if (board) [board.health, board.healthAt] = [health, at];
     this.emit('health', node, health, at);

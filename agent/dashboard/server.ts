@@ -28,6 +28,7 @@ import { Feed } from './feed.js';
 import { readBody, securityHeaders, sendError, sendJson, statusOf } from './http.js';
 import { Playground } from './playground.js';
 import { dashboardPolicy, trustedHost } from './policy.js';
+import { followHealth, type MeshMessages } from './health-feed.js';
 import { loadPublic, type StaticFile } from './static.js';
 
 const IMAGE_TYPES = new Set(['image/png', 'image/jpeg', 'image/webp', 'image/gif', 'image/tiff']);
@@ -45,6 +46,8 @@ export interface DashboardOptions {
   credentials?: { publicKey: KeyObject; ca?: string };
   /** An app token of the mesh (`dashboardToken`). */
   token?: string;
+  /** The agent's MQTT connection, for the boards' health reports (none: statuses only). */
+  health?: MeshMessages;
   /** Largest image the playground takes. */
   maxImageBytes: number;
   log: Logger;
@@ -59,6 +62,7 @@ export interface DashboardOptions {
 export class Dashboard {
   private readonly server: http.Server;
   private stopping?: Promise<void>;
+  private unfollow?: () => Promise<void>;
 
   private constructor(
     private readonly o: DashboardOptions,
@@ -92,12 +96,15 @@ export class Dashboard {
     const d = new Dashboard(o, files, feed, hub, gate, playground);
     feed.start();
     hub.start();
-    d.server.listen(o.port, o.host);
     try {
-      await Promise.race([once(d.server, 'listening'), once(d.server, 'error').then(([err]) => Promise.reject(err as Error))]);
+      if (o.health) d.unfollow = await followHealth(o.health, o.mesh, feed);
+      d.server.listen(o.port, o.host);
+      await Promise.race([once(d.server, 'listening'), once(d.server, 'error').then(([err]) => Promise.reject(err as Error))]).catch((err: Error) => {
+        throw new KizunaError('KZ_ERR_CONFIG', `dashboard cannot listen on ${o.host}:${o.port}: ${err.message}`);
+      });
     } catch (err) {
       await d.stop();
-      throw new KizunaError('KZ_ERR_CONFIG', `dashboard cannot listen on ${o.host}:${o.port}: ${(err as Error).message}`);
+      throw err;
     }
     const login = policy.loginRequired ? ' (login: the dashboard token)' : '';
     o.log.info(`dashboard on ${d.url}${login}`);
@@ -125,6 +132,7 @@ export class Dashboard {
 
   stop(): Promise<void> {
     this.stopping ??= (async () => {
+      await this.unfollow?.();
       this.hub.stop();
       this.feed.stop();
       const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));

@@ -25,27 +25,32 @@ const state = {
 
 const serverNow = () => Date.now() + state.skew;
 
-// ---- health reports: the fields the page shows, whatever their exact shape -------------------
+// ---- health reports (docs/OPERATIONS.md, mesh/health.ts) ---------------------------------------
 
 const num = (v) => (typeof v === 'number' && Number.isFinite(v) ? v : undefined);
-const first = (...vs) => vs.find((v) => v !== undefined);
 
-/** Load %, temperature, memory, rate and p95 from a health report (missing ones undefined). */
+/** Load %, temperature, memory, rate, p95 and warnings from a health report (missing ones undefined). */
 export function figures(h) {
   if (!h || typeof h !== 'object') return {};
-  const cpu = h.cpu ?? {};
-  const mem = h.memory ?? h.mem ?? {};
-  const inf = h.inference ?? h.infer ?? {};
-  const perCore = Array.isArray(cpu.perCore) ? cpu.perCore : Array.isArray(cpu.cores) ? cpu.cores : Array.isArray(cpu.loadPerCore) ? cpu.loadPerCore : undefined;
-  const load = first(num(cpu.loadPct), num(cpu.load_pct), num(cpu.percent), num(cpu.usagePct), num(h.loadPct), perCore && perCore.length ? perCore.reduce((a, b) => a + (num(b) ?? num(b?.pct) ?? 0), 0) / perCore.length : undefined);
-  const temp = first(num(h.temperatureC), num(h.tempC), num(h.temperature?.c), num(h.temperature?.celsius), num(h.temperature), num(h.pi?.temperatureC));
-  const total = first(num(mem.totalMiB), num(mem.total_mib), num(mem.totalBytes) && mem.totalBytes / 1048576);
-  const used = first(num(mem.usedMiB), num(mem.used_mib), num(mem.usedBytes) && mem.usedBytes / 1048576, total !== undefined && num(mem.availableMiB) !== undefined ? total - mem.availableMiB : undefined);
-  const memPct = first(num(mem.usedPct), num(mem.used_pct), used !== undefined && total ? (100 * used) / total : undefined);
-  const models = inf.models && typeof inf.models === 'object' ? Object.values(inf.models) : [];
-  const rate = first(num(inf.rate), num(inf.ratePerS), num(inf.rate_per_s), num(inf.perSecond), models.length ? models.reduce((a, m) => a + (num(m?.rate) ?? num(m?.ratePerS) ?? 0), 0) : undefined);
-  const p95 = first(num(inf.p95Ms), num(inf.p95_ms), num(inf.latency?.p95), models.length ? Math.max(...models.map((m) => num(m?.p95Ms) ?? num(m?.p95_ms) ?? num(m?.p95) ?? 0)) || undefined : undefined);
-  return { load, temp, used, total, memPct, rate, p95 };
+  const mem = h.memory ?? {};
+  const inf = h.inference ?? {};
+  const total = num(mem.total_bytes);
+  const used = num(mem.used_bytes);
+  // The slowest model with traffic in the period: what an operator looks for first.
+  const p95s = (Array.isArray(inf.models) ? inf.models : []).map((m) => num(m?.p95_ms)).filter((v) => v !== undefined);
+  const t = h.throttle;
+  const warnings = t ? [t.under_voltage && 'under-voltage', t.throttled && 'throttled', t.freq_capped && 'frequency capped', t.soft_temp_limit && 'soft temperature limit'].filter(Boolean) : [];
+  return {
+    load: num(h.cpu?.total_pct),
+    temp: num(h.temperature_c),
+    used: used === undefined ? undefined : used / 1048576,
+    memPct: used !== undefined && total ? (100 * used) / total : undefined,
+    rate: num(inf.rate_per_s),
+    p95: p95s.length ? Math.max(...p95s) : undefined,
+    queue: num(inf.queue_depth),
+    errors: num(inf.errors),
+    warnings,
+  };
 }
 
 // ---- formatting ---------------------------------------------------------------------------------
@@ -109,9 +114,10 @@ function renderBoards() {
     const c = row.cells;
     c[0].replaceChildren(h('span', { class: 'swatch', data: { color: colorOf(node) } }), node, node === state.self ? h('span', { class: 'muted small' }, ' (this page)') : '');
     c[0].firstChild.style.background = colorOf(node);
-    c[1].replaceChildren(h('span', { class: `role role-${s.online ? s.role ?? 'joining' : 'gone'}` }, s.role ?? '?'));
+    // A dead board has no role any more (and its will names the role it had when it connected).
+    c[1].replaceChildren(s.online ? h('span', { class: `role role-${s.role ?? 'joining'}` }, s.role ?? '?') : '–');
     const since = b.since == null ? '' : st === 'offline' ? ` since ${fmt.clock(b.since)} (${fmt.ago(now - b.since)})` : '';
-    c[2].replaceChildren(h('span', { class: `state state-${st}` }, st), since);
+    c[2].replaceChildren(h('span', { class: `state state-${st}` }, st), since, ...(s.online && f.warnings?.length ? [' ', h('span', { class: 'warn-badge', title: 'Raspberry Pi firmware flags, now' }, f.warnings.join(', '))] : []));
     c[3].textContent = s.addresses?.length ? `${s.addresses[0]}:${s.port ?? ''}` : '–';
     c[3].title = (s.addresses ?? []).join(', ');
     c[4].textContent = (s.models ?? []).map((m) => m.name).join(', ') || '–';
@@ -151,6 +157,7 @@ function meshRate() {
 function record(node, health, at) {
   const f = figures(health);
   const list = state.history.get(node) ?? [];
+  if (list.length && list[list.length - 1].t >= at) return; // seen already (a snapshot after a reconnection)
   list.push({ t: at, load: f.load, temp: f.temp, rate: f.rate });
   state.history.set(node, list);
   const rate = meshRate();
@@ -345,20 +352,30 @@ function drawBoxes(detections) {
   const img = $('picture');
   const svg = $('boxes');
   const NS = 'http://www.w3.org/2000/svg';
+  const make = (name, attrs, text) => {
+    const e = document.createElementNS(NS, name);
+    for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, String(v));
+    if (text !== undefined) e.textContent = text;
+    return e;
+  };
   const draw = () => {
     svg.setAttribute('viewBox', `0 0 ${img.naturalWidth} ${img.naturalHeight}`);
-    const stroke = Math.max(2, Math.round(img.naturalWidth / 200));
+    // Lines and labels of the same size on screen, whatever the picture's own size.
+    const scale = img.naturalWidth / Math.max(1, img.clientWidth);
+    const stroke = 2 * scale;
+    const size = 12 * scale;
     svg.replaceChildren(
       ...detections.map((d, i) => {
         const [x1, y1, x2, y2] = d.box;
-        const g = document.createElementNS(NS, 'g');
         const color = COLORS[i % COLORS.length];
-        const rect = document.createElementNS(NS, 'rect');
-        for (const [k, v] of Object.entries({ x: x1, y: y1, width: x2 - x1, height: y2 - y1, fill: 'none', stroke: color, 'stroke-width': stroke })) rect.setAttribute(k, String(v));
-        const text = document.createElementNS(NS, 'text');
-        for (const [k, v] of Object.entries({ x: x1 + stroke, y: Math.max(y1 - stroke, stroke * 6), fill: color, 'font-size': stroke * 7 })) text.setAttribute(k, String(v));
-        text.textContent = `${d.label} ${(100 * d.score).toFixed(0)}%`;
-        g.append(rect, text);
+        const label = `${d.label} ${(100 * d.score).toFixed(0)}%`;
+        const top = y1 >= size * 1.3 ? y1 - size * 1.3 : y1;
+        const g = make('g', { 'data-label': d.label });
+        g.append(
+          make('rect', { x: x1, y: y1, width: x2 - x1, height: y2 - y1, fill: 'none', stroke: color, 'stroke-width': stroke, class: 'box' }),
+          make('rect', { x: x1, y: top, width: label.length * size * 0.6 + size * 0.5, height: size * 1.3, fill: color, class: 'box-label' }),
+          make('text', { x: x1 + size * 0.25, y: top + size, fill: '#0d1320', 'font-size': size, 'font-family': 'system-ui, sans-serif' }, label),
+        );
         return g;
       }),
     );
