@@ -17,7 +17,14 @@ export interface DemoMesh {
   urls: string[];
   broker: Agent;
   formedMs: number;
+  /** The web dashboard of board-1, when asked for (loopback, any free port). */
+  dashboardUrl?: string;
   stop(): Promise<void>;
+}
+
+export interface DemoMeshOptions {
+  /** board-1 serves the web dashboard (agent/dashboard) on a free loopback port. */
+  dashboard?: boolean;
 }
 
 const HOST = '127.0.0.1';
@@ -68,7 +75,7 @@ async function untilFormed(agents: Agent[], model: string, timeoutMs: number): P
   }
 }
 
-async function tryStart(n: number, model: string): Promise<DemoMesh> {
+async function tryStart(n: number, model: string, options: DemoMeshOptions): Promise<DemoMesh> {
   const t0 = performance.now();
   // One agent needs no peers (it forms its mesh at once); several must know each other's ports.
   const ports = n === 1 ? [0] : await freePorts(n);
@@ -77,7 +84,7 @@ async function tryStart(n: number, model: string): Promise<DemoMesh> {
     const config = loadConfig({
       // Hermetic: no KIZUNA_* variable or config file changes what the demo runs.
       env: {},
-      overrides: { host: HOST, port, node: `board-${i + 1}`, mesh: MESH, discovery: 'none', peers, formationMs: 500, logLevel: 'warn' },
+      overrides: { host: HOST, port, node: `board-${i + 1}`, mesh: MESH, discovery: 'none', peers, formationMs: 500, logLevel: 'warn', ...(options.dashboard && i === 0 ? { dashboardPort: 0 } : {}) },
     });
     const agent = await Agent.create(config);
     await agent.start();
@@ -99,7 +106,8 @@ async function tryStart(n: number, model: string): Promise<DemoMesh> {
   }
   try {
     const broker = await untilFormed(agents, model, 10_000);
-    return { name: MESH, agents, broker, urls: agents.map((a) => a.brokerUrl), formedMs: performance.now() - t0, stop: () => stopAll(agents) };
+    const dashboardUrl = agents[0]!.dashboard?.url;
+    return { name: MESH, agents, broker, urls: agents.map((a) => a.brokerUrl), formedMs: performance.now() - t0, ...(dashboardUrl ? { dashboardUrl } : {}), stop: () => stopAll(agents) };
   } catch (err) {
     await stopAll(agents);
     throw err;
@@ -107,10 +115,10 @@ async function tryStart(n: number, model: string): Promise<DemoMesh> {
 }
 
 /** Starts `n` agents on loopback and waits for their mesh; a port taken meanwhile means one more try. */
-export async function startDemoMesh(n: number, model = 'digits'): Promise<DemoMesh> {
+export async function startDemoMesh(n: number, model = 'digits', options: DemoMeshOptions = {}): Promise<DemoMesh> {
   for (let attempt = 1; ; attempt++) {
     try {
-      return await tryStart(n, model);
+      return await tryStart(n, model, options);
     } catch (err) {
       if (attempt >= 3 || !/in use/.test((err as Error).message)) throw err;
     }
