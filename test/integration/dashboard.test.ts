@@ -17,6 +17,9 @@ import type { Agent } from '../../agent/agent.js';
 import { initMesh, issueToken } from '../../agent/credentials.js';
 import { loadDigits } from '../../models/builtin/digits-data.js';
 import { digitToPng } from '../../models/render.js';
+import mqtt from 'mqtt';
+import { healthProblems, isNodeHealth } from '../../mesh/health.js';
+import { topics } from '../../mesh/topics.js';
 import { startAgent } from '../helpers/agent.js';
 import { freePorts } from '../helpers/ports.js';
 import { boardsOf, SseReader } from '../helpers/sse.js';
@@ -61,8 +64,8 @@ describe('the dashboard of an open mesh on loopback (2 agents)', () => {
 
   before(async () => {
     const [pa, pb] = await freePorts(2);
-    a = await startAgent({ node: 'dash-a', port: pa!, peers: [`127.0.0.1:${pb}`], formationMs: 0, dashboardPort: 0, maxPayloadBytes: 64 * 1024 });
-    b = await startAgent({ node: 'dash-b', port: pb!, peers: [`127.0.0.1:${pa}`], formationMs: 400 });
+    a = await startAgent({ node: 'dash-a', port: pa!, peers: [`127.0.0.1:${pb}`], formationMs: 0, dashboardPort: 0, maxPayloadBytes: 64 * 1024, healthIntervalS: 0.5 });
+    b = await startAgent({ node: 'dash-b', port: pb!, peers: [`127.0.0.1:${pa}`], formationMs: 400, healthIntervalS: 0.5 });
     port = dashPort(a);
   });
   after(async () => {
@@ -198,6 +201,40 @@ describe('the dashboard of an open mesh on loopback (2 agents)', () => {
       open.push(again);
     } finally {
       for (const s of open) s.close();
+    }
+  });
+
+  test('the stream carries both boards\' health reports; a malformed one, or one under another board\'s topic, is dropped', async () => {
+    const s = await SseReader.open(`http://127.0.0.1:${port}/events`);
+    const forger = await mqtt.connectAsync(a.brokerUrl, { protocolVersion: 4, reconnectPeriod: 0 });
+    try {
+      const healthOf = (node: string) => s.until((e) => e.event === 'health' && (e.data as { node: string }).node === node, 10_000, `a health report of ${node}`);
+      const [ha] = await Promise.all([healthOf('dash-a'), healthOf('dash-b')]);
+      const report = (ha.data as { health: Record<string, unknown> }).health;
+      assert.ok(isNodeHealth(report), JSON.stringify(healthProblems(report)));
+      // An open mesh lets anyone publish: dash-a's report under dash-b's topic, garbage, then a valid sentinel.
+      await forger.publishAsync(topics.nodeHealth('home', 'dash-b'), JSON.stringify(report));
+      await forger.publishAsync(topics.nodeHealth('home', 'dash-b'), '{"v":1,"node":"dash-b","cpu":"hot"}');
+      await forger.publishAsync(topics.nodeHealth('home', 'sentinel'), JSON.stringify({ ...report, node: 'sentinel' }));
+      await healthOf('sentinel');
+      for (const e of s.events.filter((x) => x.event === 'health')) {
+        const d = e.data as { node: string; health: { node: string }; at: number };
+        assert.equal(d.health.node, d.node);
+        assert.ok(isNodeHealth(d.health));
+        assert.equal(typeof d.at, 'number');
+      }
+      // A snapshot carries the latest report of each board.
+      const again = await SseReader.open(`http://127.0.0.1:${port}/events`);
+      try {
+        const snap = await again.until((e) => e.event === 'snapshot', 5000, 'a snapshot');
+        const boards = (snap.data as { boards: { node: string; health?: { node: string } }[] }).boards;
+        assert.equal(boards.find((x) => x.node === 'dash-b')?.health?.node, 'dash-b');
+      } finally {
+        again.close();
+      }
+    } finally {
+      await forger.endAsync();
+      s.close();
     }
   });
 
