@@ -54,6 +54,8 @@ test('defaults, with no file, no environment and no flags', () => {
     replyCacheSize: 10_000,
     replyCacheTtlMs: 600_000,
     replyCacheBytes: 32 * 1024 * 1024,
+    dashboardHost: '127.0.0.1',
+    healthIntervalS: 10,
     simulateMsPerInput: 0,
     logLevel: 'info',
   });
