@@ -85,9 +85,17 @@ export interface DeathToOffline {
  * benchmark: start a mesh whose agent serves a dashboard, then call this with a kill of another
  * board's process.
  */
-export async function measureDeathToOffline(o: { url: string; node: string; kill: () => void | Promise<void>; timeoutMs?: number; browser?: Browser }): Promise<DeathToOffline> {
+export async function measureDeathToOffline(o: {
+  url: string;
+  node: string;
+  kill: () => void | Promise<void>;
+  timeoutMs?: number;
+  browser?: Browser;
+  /** Force one way (default: Chromium when installed). */
+  via?: 'chromium' | 'sse';
+}): Promise<DeathToOffline> {
   const timeoutMs = o.timeoutMs ?? 15_000;
-  if (o.browser || !chromiumMissing()) {
+  if (o.via !== 'sse' && (o.browser || o.via === 'chromium' || !chromiumMissing())) {
     const browser = o.browser ?? (await launchChromium());
     try {
       const page = await openDashboard(browser, o.url, timeoutMs);

@@ -187,5 +187,3 @@ describe('the dashboard in headless Chromium', { skip: missing }, () => {
     assert.ok(ms >= 500 && ms < 5000, `shown offline after ${ms} ms`);
   });
 });
-
-if (missing) test('the dashboard in headless Chromium', { skip: missing }, () => undefined);
