@@ -21,8 +21,10 @@ export interface Candidate {
   key: string;
   name: string;
   fileBytes: number;
-  /** Creates a checked session (and runs it once when it can). `measurable` false: its RSS growth is not its own. */
-  open(): Promise<{ session: ModelSession; measurable: boolean }>;
+  /** Reads the model file, checked against its sha256. */
+  read(): Promise<Buffer>;
+  /** Creates a checked session from the bytes (and runs it once when it can). `measurable` false: its RSS growth is not its own. */
+  open(bytes: Buffer): Promise<{ session: ModelSession; measurable: boolean }>;
 }
 
 export interface Lease {
@@ -241,9 +243,11 @@ export class Residency extends EventEmitter {
     this.slots.set(c.key, slot);
     this.tell('change');
     const load = this.loads.then(async () => {
-      const before = this.rss();
       const t0 = this.now();
-      const { session, measurable } = await c.open();
+      const bytes = await c.read();
+      // The file's bytes are garbage once the session is made: not part of its footprint.
+      const before = this.rss();
+      const { session, measurable } = await c.open(bytes);
       const ms = this.now() - t0;
       const grown = this.rss() - before;
       return { session, ms, measured: measurable ? grown : undefined };

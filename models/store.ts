@@ -390,7 +390,7 @@ export class ModelStore extends EventEmitter {
   }
 
   private candidate(entry: Entry): Candidate {
-    return { key: entry.key, name: entry.manifest.name, fileBytes: entry.bytes, open: () => this.open(entry) };
+    return { key: entry.key, name: entry.manifest.name, fileBytes: entry.bytes, read: async () => entry.inHand ?? entry.reread(), open: (bytes) => this.open(entry, bytes) };
   }
 
   /** Runs `entry` once (LazySession): a lease for the length of the run. */
@@ -405,10 +405,9 @@ export class ModelStore extends EventEmitter {
   }
 
   /** A checked session of `entry`, run once on a blank image when it takes images. */
-  private async open(entry: Entry): Promise<{ session: ModelSession; measurable: boolean }> {
+  private async open(entry: Entry, onnx: Buffer): Promise<{ session: ModelSession; measurable: boolean }> {
     const { manifest, where } = entry;
     const measurable = engineStarted.has(this.engine);
-    const onnx = entry.inHand ?? (await entry.reread());
     let session: ModelSession;
     try {
       session = await this.engine.load(onnx, this.options);

@@ -196,6 +196,7 @@ class Board {
       key: name,
       name,
       fileBytes,
+      read: async () => Buffer.alloc(0),
       open: async () => {
         await this.gates.get(name);
         if (this.failNext.delete(name)) throw new KizunaError('KZ_ERR_MODEL_LOAD', `${name} cannot load`);
