@@ -12,7 +12,7 @@ import type { NodeStatus } from '../../mesh/status.js';
 export interface BoardView {
   node: string;
   status: NodeStatus;
-  /** When this agent saw the board go online or offline (ms since the epoch); null: before it started. */
+  /** When this agent saw the board go online or offline (ms since the epoch); null: it has not changed since this agent first saw it. */
   since: number | null;
   health?: unknown;
   healthAt?: number;
@@ -56,7 +56,8 @@ export class Feed extends EventEmitter {
       return;
     }
     const before = this.boards.get(node);
-    const since = !before || before.status.online !== status.online ? this.now() : before.since;
+    // A board seen for the first time (a retained status: maybe a will of last week) has no known time.
+    const since = !before ? null : before.status.online !== status.online ? this.now() : before.since;
     const view: BoardView = { ...before, node, status, since };
     this.boards.set(node, view);
     this.emit('board', view);
