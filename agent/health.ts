@@ -90,9 +90,12 @@ export class HealthReporter extends EventEmitter {
     return this.throttle?.now ?? false;
   }
 
-  /** Listens to the worker's bus and events (before the worker starts, so the topic comes first). */
+  /**
+   * Listens to the worker's bus and events (before the worker starts, so the topic comes first).
+   * Not when reports are off (interval 0): then the reporter costs nothing per request.
+   */
   watch(bus: Bus, worker: EventEmitter): void {
-    this.tap.attach(bus, worker);
+    if (this.options.intervalS > 0) this.tap.attach(bus, worker);
   }
 
   /** Reports now, then every interval (none when the interval is 0). */
