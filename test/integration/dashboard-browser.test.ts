@@ -14,10 +14,13 @@ import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import type { Browser, Page } from 'playwright-core';
 import { BUILTIN_MODELS_DIR } from '../../agent/config.js';
+import type { Agent } from '../../agent/agent.js';
+import { initMesh, issueToken } from '../../agent/credentials.js';
 import { KizunaClient } from '../../mesh/client.js';
 import { loadDigits } from '../../models/builtin/digits-data.js';
 import { digitToPng } from '../../models/render.js';
 import { ARTIFACTS, chromiumMissing, launchChromium, offlineShownAt, openDashboard, untilBoardsShown } from '../helpers/browser.js';
+import { startAgent } from '../helpers/agent.js';
 import { spawnAgent } from '../helpers/cli.js';
 import { MeshWatch } from '../helpers/mesh-watch.js';
 import { freePorts } from '../helpers/ports.js';
@@ -187,3 +190,55 @@ describe('the dashboard in headless Chromium', { skip: missing }, () => {
     assert.ok(ms >= 500 && ms < 5000, `shown offline after ${ms} ms`);
   });
 });
+
+describe('the dashboard\'s login in headless Chromium (a mesh with credentials, the dashboard off loopback)', { skip: missing }, () => {
+  let root: string;
+  let agent: Agent;
+  let browser: Browser;
+  let token: string;
+
+  before(async () => {
+    root = await fs.mkdtemp(path.join(os.tmpdir(), 'kizuna-dash-login-'));
+    const creds = initMesh(root, 'home', 'login-a');
+    token = issueToken(creds, 'app', 'dashboard');
+    // The dashboard listens on every interface (so it asks for a login); the browser uses loopback.
+    agent = await startAgent({ dataDir: root, node: 'login-a', dashboardPort: 0, dashboardHost: '0.0.0.0', dashboardToken: token, logLevel: 'error' });
+    browser = await launchChromium();
+  });
+  after(async () => {
+    await browser?.close();
+    await agent?.stop();
+    if (root) await fs.rm(root, { recursive: true, force: true });
+  });
+
+  test('asks for the token, refuses a wrong one, then shows the mesh and answers through TLS; the session cookie is out of the page\'s reach', async () => {
+    const page = await browser.newPage();
+    await page.goto(agent.dashboard!.url);
+    await page.waitForSelector('#login:not([hidden])', { timeout: 10_000 });
+    assert.equal(await page.isHidden('#main'), true);
+    await page.fill('#login-token', `${token}x`);
+    await page.click('#login-form button[type="submit"]');
+    await page.locator('#login-error', { hasText: /not the dashboard token/ }).waitFor({ timeout: 10_000 });
+    await page.fill('#login-token', token);
+    await page.click('#login-form button[type="submit"]');
+    await page.waitForSelector('#conn[data-state="live"]', { timeout: 10_000 });
+    await untilBoardsShown(page, { 'login-a': 'broker' });
+    assert.equal(await page.evaluate('document.cookie'), '', 'HttpOnly: no script reads the session');
+    const cookies = await page.context().cookies();
+    assert.equal(cookies.find((c) => c.name === 'kizuna_session')?.httpOnly, true);
+    const file = path.join(root, 'digit.png');
+    const digit = loadDigits().heldOut[3]!;
+    await fs.writeFile(file, await digitToPng(digit.pixels));
+    await page.waitForSelector('#model option[value="digits"]', { state: 'attached', timeout: 10_000 });
+    await page.selectOption('#model', 'digits');
+    await page.setInputFiles('#file', file);
+    await page.waitForSelector('#answer[data-state="done"], #answer[data-state="error"]', { timeout: 20_000 });
+    assert.equal(await page.getAttribute('#answer', 'data-label'), String(digit.label), (await page.textContent('#answer')) ?? '');
+    await page.click('#logout');
+    await page.waitForSelector('#login:not([hidden])', { timeout: 10_000 });
+    await page.reload();
+    await page.waitForSelector('#login:not([hidden])', { timeout: 10_000 });
+    await page.close();
+  });
+});
+
