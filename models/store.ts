@@ -395,7 +395,7 @@ export class ModelStore extends EventEmitter {
 
   /** Runs `entry` once (LazySession): a lease for the length of the run. */
   async runOnce(entry: Entry, feeds: Record<string, Tensor>): Promise<Record<string, Tensor>> {
-    const lease = await this.acquire(entry.manifest.name, entry.manifest.version);
+    const lease = this.models.get(entry.manifest.name) === entry ? await this.acquire(entry.manifest.name) : undefined;
     if (!lease) throw new KizunaError('KZ_ERR_UNKNOWN_MODEL', `model ${entry.manifest.name}@${entry.manifest.version} is no longer served here`);
     try {
       return await lease.model.session.run(feeds);

@@ -3,10 +3,13 @@
  * over random request sequences, then the residency that acts on it (models/residency.ts) with
  * sessions that cost nothing, so every interleaving is driven by the test: concurrent requests
  * share one load, a model in use is never released, the queue is fair, loads that fail, models
- * dropped while in use, and an async property over random acquire/release sequences.
+ * dropped while in use, and an async property over random acquire/release sequences. Last, the
+ * model store with onnxruntime and the built-in models: cold models, files changed since start, unload.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
 import fc from 'fast-check';
 import { KizunaError } from '../../mesh/errors.js';
 import type { ModelSession } from '../../models/engine.js';
@@ -14,6 +17,9 @@ import {
   AUTO_MIN_BYTES, autoBudget, decide, estimateBytes, fitsNow, footprint, MEASURE_CAP_FACTOR, overflow, usedBytes, type Resident,
 } from '../../models/placement.js';
 import { Residency, type Candidate, type Lease } from '../../models/residency.js';
+import { OnnxEngine } from '../../models/onnx-engine.js';
+import { ModelStore, PACKAGE_BUILTIN_DIR } from '../../models/store.js';
+import { modelFolders } from '../helpers/model-folders.js';
 
 const MiB = 1024 * 1024;
 const r = (name: string, bytes: number, lastUsed: number, inUse = 0, loading = false): Resident => ({ name, bytes, lastUsed, inUse, ...(loading ? { loading } : {}) });
@@ -485,4 +491,67 @@ test('property: the residency keeps sessions within the budget (or one alone), n
     ),
     { seed: 6, numRuns: 150 },
   );
+});
+
+// ---------------------------------------------------------------- the store, with onnxruntime
+
+const folders = modelFolders('placement-store');
+test.after(() => folders.remove());
+const builtin = (f: string) => fs.readFileSync(path.join(PACKAGE_BUILTIN_DIR, f));
+const digitsFolder = () =>
+  folders.folder(Object.fromEntries(['digits.json', 'digits.onnx', 'digits-int8.json', 'digits-int8.onnx'].map((f) => [f, builtin(f)])));
+const zeros = { input: { dtype: 'float32' as const, shape: [1, 1, 28, 28], data: new Float32Array(784) } };
+
+test('store: with a budget for one, the second model is served cold; a request loads it and unloads the first', async (t) => {
+  const store = new ModelStore(new OnnxEngine(), {}, undefined, { budgetBytes: 3 * MiB });
+  t.after(() => store.close());
+  await store.loadFolders([digitsFolder()]);
+  assert.deepEqual(store.problems, []);
+  assert.deepEqual(store.list().map((m) => m.manifest.name), ['digits-int8', 'digits']);
+  assert.deepEqual([...store.memory().warm], ['digits-int8']);
+  const lease = await store.acquire('digits');
+  assert.ok(lease && lease.loadMs !== undefined);
+  assert.deepEqual([...store.memory().warm], ['digits']);
+  assert.deepEqual((await lease.model.session.run(zeros)).logits!.shape, [1, 10]);
+  lease.release();
+  assert.equal(await store.acquire('nope'), undefined);
+  assert.equal(await store.acquire('digits', '9.9.9'), undefined);
+  // get()'s session loads a cold model too (what tests and tools call).
+  assert.deepEqual((await store.get('digits-int8')!.session.run(zeros)).logits!.shape, [1, 10]);
+  assert.deepEqual([...store.memory().warm], ['digits-int8']);
+});
+
+test('store: a cold model whose file changed since start fails its request and is no longer served', async (t) => {
+  const dir = digitsFolder();
+  const store = new ModelStore(new OnnxEngine(), {}, undefined, { budgetBytes: 3 * MiB });
+  t.after(() => store.close());
+  await store.loadFolders([dir]);
+  const changes: string[] = [];
+  store.on('unservable', (e: { name: string; code: string }) => changes.push(`${e.name}:${e.code}`));
+  const onnx = path.join(dir, 'digits.onnx');
+  fs.writeFileSync(onnx, Buffer.concat([builtin('digits.onnx'), Buffer.from('tampered')]));
+  await assert.rejects(store.acquire('digits'), (e: KizunaError) => e.code === 'KZ_ERR_MODEL_INTEGRITY');
+  assert.deepEqual(changes, ['digits:KZ_ERR_MODEL_INTEGRITY']);
+  assert.equal(store.get('digits'), undefined);
+  assert.equal(store.problems.at(-1)?.code, 'KZ_ERR_MODEL_INTEGRITY');
+  // The other model still serves (it was unloaded to make room for the load that failed: loaded again).
+  const lease = await store.acquire('digits-int8');
+  assert.deepEqual((await lease!.model.session.run(zeros)).logits!.shape, [1, 10]);
+  lease!.release();
+});
+
+test('store: unload stops serving a model; its session goes when its last inference ends', async (t) => {
+  const store = new ModelStore(new OnnxEngine());
+  t.after(() => store.close());
+  await store.loadFolders([digitsFolder()]);
+  assert.deepEqual([...store.memory().warm].sort(), ['digits', 'digits-int8'], 'no budget: all loaded at start');
+  const lease = (await store.acquire('digits'))!;
+  const evicted: string[] = [];
+  store.on('evicted', (e: { name: string; why: string }) => evicted.push(`${e.name}:${e.why}`));
+  assert.equal(await store.unload('digits'), true);
+  assert.equal(store.get('digits'), undefined);
+  assert.deepEqual(evicted, []);
+  assert.deepEqual((await lease.model.session.run(zeros)).logits!.shape, [1, 10], 'the running inference keeps its session');
+  lease.release();
+  assert.deepEqual(evicted, ['digits:dropped']);
 });
