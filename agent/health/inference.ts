@@ -27,12 +27,13 @@ export function latencyPercentiles(samples: ArrayLike<number>, n = samples.lengt
 class ModelWindow {
   requests = 0;
   errors = 0;
-  /** The latest latencies, a ring of LATENCY_SAMPLES. */
-  private readonly ring = new Float64Array(LATENCY_SAMPLES);
+  /** The latest latencies: grows to LATENCY_SAMPLES, then a ring (a quiet model allocates nothing). */
+  private readonly ring: number[] = [];
   private count = 0;
 
   addLatency(ms: number): void {
-    this.ring[this.count % LATENCY_SAMPLES] = ms;
+    if (this.ring.length < LATENCY_SAMPLES) this.ring.push(ms);
+    else this.ring[this.count % LATENCY_SAMPLES] = ms;
     this.count++;
   }
 
