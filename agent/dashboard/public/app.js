@@ -98,8 +98,10 @@ function renderBoards() {
     const b = state.boards.get(node);
     const s = b.status;
     const st = stateOf(s);
-    const f = figures(b.health);
-    if (b.health) withHealth++;
+    // A report of an earlier process of the board (retained) says nothing of this one.
+    const current = b.health && b.health.instance === s.instance;
+    const f = current ? figures(b.health) : {};
+    if (current) withHealth++;
     let row = rows.get(node);
     rows.delete(node);
     if (!row) {
@@ -121,7 +123,7 @@ function renderBoards() {
     c[3].textContent = s.addresses?.length ? `${s.addresses[0]}:${s.port ?? ''}` : '–';
     c[3].title = (s.addresses ?? []).join(', ');
     c[4].textContent = (s.models ?? []).map((m) => m.name).join(', ') || '–';
-    const stale = !s.online;
+    const stale = !s.online || !current;
     c[5].textContent = stale ? '–' : fmt.pct(f.load);
     c[6].textContent = stale ? '–' : fmt.temp(f.temp);
     c[7].textContent = stale ? '–' : fmt.mem(f);
@@ -145,7 +147,7 @@ function renderBoards() {
 function meshRate() {
   let sum;
   for (const b of state.boards.values()) {
-    if (!b.status.online) continue;
+    if (!b.status.online || b.health?.instance !== b.status.instance) continue;
     const r = figures(b.health).rate;
     if (r !== undefined) sum = (sum ?? 0) + r;
   }
@@ -161,7 +163,8 @@ function record(node, health, at) {
   list.push({ t: at, load: f.load, temp: f.temp, rate: f.rate });
   state.history.set(node, list);
   const rate = meshRate();
-  if (rate !== undefined) state.throughput.push([at, rate]);
+  const last = state.throughput[state.throughput.length - 1];
+  if (rate !== undefined && (!last || at >= last[0])) state.throughput.push([at, rate]);
   trim();
 }
 
@@ -221,7 +224,8 @@ function onBoard(d) {
 function onHealth(d) {
   state.skew = d.now - Date.now();
   const b = state.boards.get(d.node);
-  if (b) Object.assign(b, { health: d.health, healthAt: d.at });
+  if (!b) return; // a report of no board the mesh lists
+  Object.assign(b, { health: d.health, healthAt: d.at });
   record(d.node, d.health, d.at);
   renderAll();
 }
