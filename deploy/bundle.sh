@@ -122,4 +122,9 @@ EOF
   echo "   $(du -sh "$stage/app/node_modules" | cut -f1) node_modules, $( [ -d "$stage/node" ] && du -sh "$stage/node" | cut -f1 || echo 'no') node; unpacked $(du -sh "$stage" | cut -f1)"
   echo "   $file: $(du -h "$file" | cut -f1) ($(stat -c %s "$file") bytes)"
 done
+# What goes on a board's boot partition besides a bundle and kizuna.json (docs/DEPLOY.md).
+rm -rf "$OUT/boot-partition"
+mkdir -p "$OUT/boot-partition/kizuna"
+cp "$ROOT"/deploy/firstboot/* "$OUT/boot-partition/kizuna/"
+echo "== $OUT/boot-partition/kizuna: the first-boot files to copy to a board's boot partition, with a bundle"
 echo "== bundles done in $(( $(date +%s) - started )) s"
