@@ -23,8 +23,11 @@ export interface Candidate {
   fileBytes: number;
   /** Reads the model file, checked against its sha256. */
   read(): Promise<Buffer>;
-  /** Creates a checked session from the bytes (and runs it once when it can). `measurable` false: its RSS growth is not its own. */
-  open(bytes: Buffer): Promise<{ session: ModelSession; measurable: boolean }>;
+  /**
+   * Creates a checked session from the bytes; `forRequest`: a request waits for it (it may run it
+   * once first, so that run's allocations are measured). `measurable` false: its RSS growth is not its own.
+   */
+  open(bytes: Buffer, forRequest: boolean): Promise<{ session: ModelSession; measurable: boolean }>;
 }
 
 export interface Lease {
@@ -117,7 +120,7 @@ export class Residency extends EventEmitter {
   async preload(c: Candidate): Promise<boolean> {
     if (this.slots.has(c.key)) return true;
     if (!fitsNow(this.o.budget, [...this.slots.values()], this.expected(c))) return false;
-    const slot = this.startLoad(c);
+    const slot = this.startLoad(c, false);
     await slot.ready;
     return true;
   }
@@ -222,7 +225,7 @@ export class Residency extends EventEmitter {
       }
       this.queue.shift();
       if (d.kind === 'load') for (const key of d.evict) this.unloadSlot(this.slots.get(key)!, 'lru');
-      const slot = d.kind === 'hit' ? this.slots.get(head.c.key)! : this.startLoad(head.c);
+      const slot = d.kind === 'hit' ? this.slots.get(head.c.key)! : this.startLoad(head.c, true);
       this.grant(head, slot);
     }
     this.blocked = new Set();
@@ -237,7 +240,7 @@ export class Residency extends EventEmitter {
     else slot.joiners.push(w);
   }
 
-  private startLoad(c: Candidate): Slot {
+  private startLoad(c: Candidate, forRequest: boolean): Slot {
     // `name` is the key for the policy: two versions of a model are two residents.
     const slot: Slot = { key: c.key, model: c.name, name: c.key, bytes: this.expected(c), lastUsed: ++this.clock, inUse: 0, loading: true, joiners: [] };
     this.slots.set(c.key, slot);
@@ -247,7 +250,7 @@ export class Residency extends EventEmitter {
       const bytes = await c.read();
       // The file's bytes are garbage once the session is made: not part of its footprint.
       const before = this.rss();
-      const { session, measurable } = await c.open(bytes);
+      const { session, measurable } = await c.open(bytes, forRequest);
       const ms = this.now() - t0;
       const grown = this.rss() - before;
       return { session, ms, measured: measurable ? grown : undefined };

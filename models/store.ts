@@ -390,7 +390,7 @@ export class ModelStore extends EventEmitter {
   }
 
   private candidate(entry: Entry): Candidate {
-    return { key: entry.key, name: entry.manifest.name, fileBytes: entry.bytes, read: async () => entry.inHand ?? entry.reread(), open: (bytes) => this.open(entry, bytes) };
+    return { key: entry.key, name: entry.manifest.name, fileBytes: entry.bytes, read: async () => entry.inHand ?? entry.reread(), open: (bytes, forRequest) => this.open(entry, bytes, forRequest) };
   }
 
   /** Runs `entry` once (LazySession): a lease for the length of the run. */
@@ -404,8 +404,13 @@ export class ModelStore extends EventEmitter {
     }
   }
 
-  /** A checked session of `entry`, run once on a blank image when it takes images. */
-  private async open(entry: Entry, onnx: Buffer): Promise<{ session: ModelSession; measurable: boolean }> {
+  /**
+   * A checked session of `entry`. Loaded for a request, it is first run once on a blank image
+   * when it takes images, so its first-run allocations count in its measured footprint. At start
+   * (and for a model that arrives from the mesh) the session is only created: nothing waits for
+   * it, and an engine that holds runs (tests' gate engine) must not hold a start.
+   */
+  private async open(entry: Entry, onnx: Buffer, forRequest: boolean): Promise<{ session: ModelSession; measurable: boolean }> {
     const { manifest, where } = entry;
     const measurable = engineStarted.has(this.engine);
     let session: ModelSession;
@@ -426,7 +431,7 @@ export class ModelStore extends EventEmitter {
       throw new KizunaError('KZ_ERR_MANIFEST', `${where}: the model has no ${missing.join(', ')}`);
     }
     entry.io = { inputs: [...session.inputNames], outputs: [...session.outputNames] };
-    await warmUp(session, manifest);
+    if (forRequest) await warmUp(session, manifest);
     return { session, measurable };
   }
 
