@@ -4,7 +4,7 @@
  * Server-Sent Events (so the browser needs neither MQTT nor the mesh CA), and runs the
  * playground's inferences through the mesh as an app would.
  *
- *   GET  /, /index.html, /app.js, /charts.js, /app.css, /favicon.svg   the page
+ *   GET  /, /index.html, /app.js, /charts.js, /dom.js, /playground.js, /app.css, /favicon.svg   the page
  *   GET  /events                  SSE: 'snapshot', then 'board' and 'health' (login)
  *   GET  /api/session             { login_required, authenticated, playground }
  *   POST /api/login               {"token": "..."} -> HttpOnly session cookie

@@ -83,7 +83,7 @@ describe('the dashboard of an open mesh on loopback (2 agents)', () => {
     assert.equal(page.headers['x-content-type-options'], 'nosniff');
     assert.equal(page.headers['x-frame-options'], 'DENY');
     assert.equal(page.headers['access-control-allow-origin'], undefined, 'no CORS');
-    for (const [p, type] of [['/app.js', /^text\/javascript/], ['/charts.js', /^text\/javascript/], ['/app.css', /^text\/css/], ['/favicon.svg', /^image\/svg\+xml/], ['/index.html', /^text\/html/]] as const) {
+    for (const [p, type] of [['/app.js', /^text\/javascript/], ['/charts.js', /^text\/javascript/], ['/dom.js', /^text\/javascript/], ['/playground.js', /^text\/javascript/], ['/app.css', /^text\/css/], ['/favicon.svg', /^image\/svg\+xml/], ['/index.html', /^text\/html/]] as const) {
       const r = await call(port, p);
       assert.equal(r.status, 200, p);
       assert.match(r.headers['content-type']!, type, p);
@@ -91,6 +91,10 @@ describe('the dashboard of an open mesh on loopback (2 agents)', () => {
     }
     // Nothing the page loads comes from elsewhere: every src and href is one of the served paths.
     for (const ref of page.body.matchAll(/(?:src|href)="([^"]+)"/g)) assert.match(ref[1]!, /^\/[a-z]+\.(js|css|svg)$/, ref[1]);
+    // Every module the page imports is served.
+    for (const script of ['/app.js', '/playground.js', '/charts.js', '/dom.js']) {
+      for (const m of (await call(port, script)).body.matchAll(/from '\.(\/[a-z-]+\.js)'/g)) assert.equal((await call(port, m[1]!)).status, 200, `${script} imports ${m[1]}`);
+    }
     const etag = page.headers.etag!;
     assert.equal((await call(port, '/', { headers: { 'If-None-Match': etag } })).status, 304);
     const head = await call(port, '/app.js', { method: 'HEAD' });

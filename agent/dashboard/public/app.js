@@ -3,10 +3,10 @@
 // image through the mesh (POST /api/infer). Every value from the mesh reaches the page as text
 // (textContent, SVG attributes), never as HTML.
 import { lineChart } from './charts.js';
+import { $, COLORS, h, ms } from './dom.js';
+import { renderModels, setUpPlayground } from './playground.js';
 
 const WINDOW_MS = 10 * 60 * 1000;
-const COLORS = ['#5ec4b6', '#f2b84b', '#e4572e', '#7aa2f7', '#c792ea', '#a6e22e', '#ff8fab', '#8fbcbb'];
-const $ = (id) => document.getElementById(id);
 
 const state = {
   mesh: '',
@@ -20,7 +20,6 @@ const state = {
   /** the agent's clock minus this page's */
   skew: 0,
   source: null,
-  image: null,
 };
 
 const serverNow = () => Date.now() + state.skew;
@@ -59,7 +58,7 @@ const fmt = {
   pct: (v) => (v === undefined ? '–' : `${v.toFixed(0)}%`),
   temp: (v) => (v === undefined ? '–' : `${v.toFixed(1)} °C`),
   rate: (v) => (v === undefined ? '–' : `${v < 10 ? v.toFixed(1) : v.toFixed(0)}/s`),
-  ms: (v) => (v === undefined ? '–' : `${v < 10 ? v.toFixed(1) : v.toFixed(0)} ms`),
+  ms,
   mem: (f) => (f.used === undefined ? (f.memPct === undefined ? '–' : `${f.memPct.toFixed(0)}%`) : `${Math.round(f.used)} MiB${f.memPct !== undefined ? ` (${f.memPct.toFixed(0)}%)` : ''}`),
   clock: (t) => new Date(t - state.skew).toLocaleTimeString([], { hour12: false }),
   ago: (ms) => (ms < 60_000 ? `${Math.max(0, Math.round(ms / 1000))} s ago` : ms < 3_600_000 ? `${Math.round(ms / 60_000)} min ago` : `${(ms / 3_600_000).toFixed(1)} h ago`),
@@ -68,17 +67,6 @@ const fmt = {
 function colorOf(node) {
   const nodes = [...state.boards.keys()].sort();
   return COLORS[Math.max(0, nodes.indexOf(node)) % COLORS.length];
-}
-
-function h(tag, props = {}, ...children) {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(props)) {
-    if (k === 'class') e.className = v;
-    else if (k === 'data') Object.assign(e.dataset, v);
-    else e.setAttribute(k, v);
-  }
-  for (const c of children) if (c !== undefined && c !== null) e.append(c instanceof Node ? c : String(c));
-  return e;
 }
 
 // ---- the boards -------------------------------------------------------------------------------
@@ -233,7 +221,7 @@ function onHealth(d) {
 function renderAll() {
   renderBoards();
   renderCharts();
-  renderModels();
+  renderModels(state.boards);
 }
 
 function connect() {
@@ -252,162 +240,6 @@ function connect() {
       if (session && session.login_required && !session.authenticated) return showLogin();
       setTimeout(connect, 2000);
     }
-  });
-}
-
-// ---- the playground -----------------------------------------------------------------------------
-
-/** Image models served by online boards. */
-function imageModels() {
-  const names = new Set();
-  for (const b of state.boards.values()) if (b.status.online) for (const m of b.status.models ?? []) if (m.image) names.add(m.name);
-  return [...names].sort();
-}
-
-function renderModels() {
-  const select = $('model');
-  const names = imageModels();
-  const current = select.value;
-  if ([...select.options].map((o) => o.value).join() === names.join()) return;
-  select.replaceChildren(...names.map((n) => h('option', { value: n }, n)));
-  select.value = names.includes(current) ? current : names.includes('digits') ? 'digits' : names[0] ?? '';
-}
-
-function showPicture(file) {
-  const img = $('picture');
-  if (img.src) URL.revokeObjectURL(img.src);
-  img.src = URL.createObjectURL(file);
-  // A digit of 28 x 28 pixels is shown with sharp pixels; a photo smoothly.
-  img.addEventListener('load', () => img.classList.toggle('tiny', img.naturalWidth < 128), { once: true });
-  $('stage').hidden = false;
-  $('boxes').replaceChildren();
-}
-
-async function run() {
-  const file = state.image;
-  const model = $('model').value;
-  const answer = $('answer');
-  if (!file) return;
-  if (!model) {
-    answer.dataset.state = 'error';
-    answer.replaceChildren(h('p', { class: 'error' }, 'No board serves an image model now.'));
-    return;
-  }
-  answer.dataset.state = 'running';
-  answer.replaceChildren(h('p', { class: 'muted' }, `asking the mesh (${model})…`));
-  $('boxes').replaceChildren();
-  let body;
-  let ok = false;
-  try {
-    const res = await fetch(`/api/infer?model=${encodeURIComponent(model)}`, { method: 'POST', headers: { 'Content-Type': file.type || 'application/octet-stream' }, body: file });
-    body = await res.json();
-    ok = res.ok;
-  } catch (err) {
-    body = { code: 'KZ_ERR_TIMEOUT', message: `the dashboard did not answer: ${err.message}` };
-  }
-  if (state.image !== file || $('model').value !== model) return; // another run started meanwhile
-  if (!ok) {
-    answer.dataset.state = 'error';
-    answer.dataset.code = body.code ?? '';
-    answer.replaceChildren(h('p', { class: 'error' }, h('strong', {}, body.code ?? 'error'), ' ', body.message ?? ''));
-    return;
-  }
-  showAnswer(body);
-}
-
-function showAnswer(r) {
-  const answer = $('answer');
-  const a = r.answers?.[0];
-  const t = r.timings ?? {};
-  const by = h('p', { class: 'muted small' }, `${r.model}@${r.version} answered by ${r.agent} in ${fmt.ms(t.total_ms)} on the board, ${fmt.ms(r.round_trip_ms)} round trip`);
-  delete answer.dataset.code;
-  if (Array.isArray(a)) {
-    // A detector: boxes in the image's own pixels.
-    drawBoxes(a);
-    answer.dataset.label = a[0]?.label ?? '';
-    answer.replaceChildren(
-      h('p', { class: 'headline' }, a.length ? `${a.length} object${a.length > 1 ? 's' : ''}` : 'nothing found'),
-      h('ol', { class: 'scores' }, ...a.slice(0, 20).map((d) => scoreRow(d.label, d.score, `[${d.box.map((v) => Math.round(v)).join(', ')}]`))),
-      by,
-    );
-  } else if (a && typeof a === 'object') {
-    answer.dataset.label = String(a.label);
-    const top = Array.isArray(a.top) && a.top.length ? a.top : [a];
-    answer.replaceChildren(
-      h('p', { class: 'headline' }, h('span', { id: 'answer-label' }, String(a.label)), h('span', { class: 'muted' }, ` ${(100 * a.score).toFixed(1)}%`)),
-      h('ol', { class: 'scores' }, ...top.map((c) => scoreRow(c.label, c.score))),
-      by,
-    );
-  } else {
-    answer.dataset.label = '';
-    answer.replaceChildren(h('p', {}, 'The model has no post-processing: no labels to show.'), by);
-  }
-  answer.dataset.agent = r.agent;
-  answer.dataset.state = 'done';
-}
-
-function scoreRow(label, score, extra) {
-  const bar = h('span', { class: 'bar' });
-  bar.style.width = `${Math.max(1, Math.round(100 * score))}%`;
-  return h('li', {}, h('span', { class: 'score-label' }, String(label)), h('span', { class: 'bar-track' }, bar), h('span', { class: 'num' }, `${(100 * score).toFixed(1)}%`), extra ? h('span', { class: 'muted small' }, ` ${extra}`) : '');
-}
-
-function drawBoxes(detections) {
-  const img = $('picture');
-  const svg = $('boxes');
-  const NS = 'http://www.w3.org/2000/svg';
-  const make = (name, attrs, text) => {
-    const e = document.createElementNS(NS, name);
-    for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, String(v));
-    if (text !== undefined) e.textContent = text;
-    return e;
-  };
-  const draw = () => {
-    svg.setAttribute('viewBox', `0 0 ${img.naturalWidth} ${img.naturalHeight}`);
-    // Lines and labels of the same size on screen, whatever the picture's own size.
-    const scale = img.naturalWidth / Math.max(1, img.clientWidth);
-    const stroke = 2 * scale;
-    const size = 12 * scale;
-    svg.replaceChildren(
-      ...detections.map((d, i) => {
-        const [x1, y1, x2, y2] = d.box;
-        const color = COLORS[i % COLORS.length];
-        const label = `${d.label} ${(100 * d.score).toFixed(0)}%`;
-        const top = y1 >= size * 1.3 ? y1 - size * 1.3 : y1;
-        const g = make('g', { 'data-label': d.label });
-        g.append(
-          make('rect', { x: x1, y: y1, width: x2 - x1, height: y2 - y1, fill: 'none', stroke: color, 'stroke-width': stroke, class: 'box' }),
-          make('rect', { x: x1, y: top, width: label.length * size * 0.6 + size * 0.5, height: size * 1.3, fill: color, class: 'box-label' }),
-          make('text', { x: x1 + size * 0.25, y: top + size, fill: '#0d1320', 'font-size': size, 'font-family': 'system-ui, sans-serif' }, label),
-        );
-        return g;
-      }),
-    );
-  };
-  if (img.complete && img.naturalWidth) draw();
-  else img.addEventListener('load', draw, { once: true });
-}
-
-function choose(file) {
-  if (!file) return;
-  state.image = file;
-  showPicture(file);
-  void run();
-}
-
-function setUpPlayground() {
-  const drop = $('drop');
-  $('file').addEventListener('change', (e) => choose(e.target.files?.[0]));
-  $('model').addEventListener('change', () => void run());
-  drop.addEventListener('dragover', (e) => {
-    e.preventDefault();
-    drop.classList.add('over');
-  });
-  drop.addEventListener('dragleave', () => drop.classList.remove('over'));
-  drop.addEventListener('drop', (e) => {
-    e.preventDefault();
-    drop.classList.remove('over');
-    choose(e.dataTransfer?.files?.[0]);
   });
 }
 
