@@ -310,3 +310,42 @@ describe('a mesh of two agent processes, seen by operators', () => {
     procs.get('c')!.kill('SIGKILL');
   });
 });
+
+describe('a mesh with credentials', () => {
+  test('a board publishes its health under the access rules; kizuna status reads it as the board and as an app (--token, --ca)', async () => {
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'kz-health-creds-'));
+    const board = path.join(root, 'board');
+    const cliDir = path.join(root, 'laptop');
+    let child: ChildProcess | undefined;
+    try {
+      await runCliOk(['init', '--data-dir', board]);
+      const token = (await runCliOk(['token', 'app', 'ops', '--data-dir', board])).trim().split('\n').at(-1)!;
+      const caFile = path.join(board, 'mesh-home', 'ca.pem');
+      const [port] = await freePorts(1);
+      ({ child } = await spawnAgent(['--port', String(port), '--data-dir', board, '--formation-ms', '0', '--health-interval-s', '0.5']));
+      const url = `mqtts://127.0.0.1:${port}`;
+      const asApp = async () => JSON.parse(await runCliOk(['status', '--broker', url, '--token', token, '--ca', caFile, '--json', '--data-dir', cliDir])) as ReturnType<MeshBoards['json']>;
+      // Its first report comes right after it connects: wait for one (a refused publish would have cut its connection).
+      let doc = await asApp();
+      for (let i = 0; i < 50 && !doc.boards[0]?.health; i++) doc = await asApp();
+      assert.equal(doc.boards.length, 1);
+      const [b] = doc.boards;
+      assert.deepEqual([b!.role, b!.online], ['broker', true]);
+      assert.ok(isNodeHealth(b!.health), 'the board\'s report, read by an app');
+      assert.equal(b!.health!.node, b!.node);
+      const asBoard = await runCliOk(['status', '--broker', url, '--data-dir', board]);
+      assert.match(asBoard, new RegExp(`^${b!.node}\\s+broker\\s+yes`, 'm'), 'the board\'s own credentials work too');
+      const refused = await runCli(['status', '--broker', url, '--ca', caFile, '--data-dir', cliDir]);
+      assert.notEqual(refused.code, 0, 'no token, no view');
+    } finally {
+      child?.kill('SIGKILL');
+      fs.rmSync(root, { recursive: true, force: true });
+    }
+  });
+});
+
+async function runCliOk(args: string[]): Promise<string> {
+  const r = await runCli(args);
+  if (r.code !== 0) throw new Error(`kizuna ${args.join(' ')} exited with ${r.code}: ${r.stderr}`);
+  return r.stdout;
+}
