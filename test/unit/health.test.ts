@@ -406,3 +406,36 @@ test('fencing: a will never marks a live board offline when it is stale (older c
   // A Pi without a real-time clock restarts with its clock behind: its birth still counts.
   assert.equal(supersedes(birth, status({ instance: 'rtc', started: 10, seq: 1 })), true);
 });
+
+// ---------------------------------------------------------------- the status view (kizuna status, top)
+
+test('status view: boards from statuses and reports, online first by role; an older report never replaces a newer one', async () => {
+  const { MeshBoards, ago, renderTable } = await import('../../agent/commands/status.js');
+  const { renderFrame } = await import('../../agent/commands/top.js');
+  const view = new MeshBoards();
+  const put = (topic: string, value: unknown) => view.accept(topic, Buffer.from(JSON.stringify(value)));
+  put(topics.nodeStatus('home', 'zeta'), status({ node: 'zeta', role: 'broker', addresses: ['10.0.0.9'], port: 1883, models: [] }));
+  put(topics.nodeStatus('home', 'alpha'), status({ node: 'alpha', role: 'agent', instance: 'a1' }));
+  put(topics.nodeStatus('home', 'beta'), status({ node: 'beta', role: 'standby', instance: 'b1', online: false }));
+  const h = { ...sampleHealth(), node: 'zeta', instance: 'old', seq: 5, at: 10_000 };
+  assert.equal(put(topics.nodeHealth('home', 'zeta'), h), true);
+  assert.equal(put(topics.nodeHealth('home', 'zeta'), { ...h, seq: 4, at: 9000 }), false, 'a late report of the same process');
+  assert.equal(put(topics.nodeHealth('home', 'zeta'), { ...h, node: 'other' }), false, 'a report under another board\'s topic');
+  assert.equal(put(topics.nodeHealth('home', 'zeta'), { v: 1 }), false, 'not a report');
+  const rows = view.rows(12_500);
+  assert.deepEqual(rows.map((r) => [r.node, r.role, r.online]), [['zeta', 'broker', true], ['alpha', 'agent', true], ['beta', 'standby', false]]);
+  assert.deepEqual(
+    { load: rows[0]!.load_pct, p95: rows[0]!.p95_ms, rate: rows[0]!.rate_per_s, mem: rows[0]!.memory_used_pct, ago: rows[0]!.last_seen_ago_ms, thr: rows[0]!.throttled, address: rows[0]!.address },
+    { load: 31.4, p95: 3.4, rate: 24, mem: 25, ago: 2500, thr: true, address: '10.0.0.9:1883' },
+  );
+  assert.equal(rows[1]!.load_pct, null, 'no report yet');
+  const text = renderTable(rows);
+  assert.match(text, /^zeta\s+broker\s+yes\s+10\.0\.0\.9:1883\s+-\s+31\.4\s+58\.4C THR\s+25\.0\s+150\s+24\.0\s+3\.40\s+2\.5s ago$/m);
+  assert.match(text, /^beta\s+standby\s+NO\s/m);
+  assert.match(renderFrame('home', rows, 0), /^kizuna top - mesh home - 3 boards, 2 online - 24\.0 req\/s - 00:00:00 UTC/);
+  assert.equal(renderTable([]).startsWith('no boards'), true);
+  assert.deepEqual([ago(400), ago(12_400), ago(600_000), ago(3 * 86_400_000)], ['0.4s', '12s', '10m', '3d']);
+  const json = view.json('home', 12_500);
+  assert.equal(json.boards[0]!.health?.seq, 5);
+  assert.equal(json.boards[1]!.health, null);
+});
