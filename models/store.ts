@@ -386,6 +386,7 @@ export class ModelStore extends EventEmitter {
       await this.residency.preload(this.candidate(entry));
     } finally {
       delete entry.inHand;
+      discard(onnx); // served cold: its bytes are read again when a request needs it
     }
   }
 
@@ -418,6 +419,9 @@ export class ModelStore extends EventEmitter {
       session = await this.engine.load(onnx, this.options);
     } catch (err) {
       throw new KizunaError('KZ_ERR_MODEL_LOAD', `${where}: the runtime cannot load ${manifest.file}: ${(err as Error).message}`, { cause: err });
+    } finally {
+      // The runtime made its own copy: the file's bytes go now, not at V8's next collection.
+      discard(onnx);
     }
     engineStarted.add(this.engine);
     const missing = [
@@ -448,6 +452,27 @@ export class ModelStore extends EventEmitter {
   async close(): Promise<void> {
     this.models.clear();
     await this.residency.close();
+  }
+}
+
+/**
+ * Frees a model file's bytes at once. A Buffer that alone owns a large ArrayBuffer (what
+ * fs.readFile returns for a model) is transferred into a message that is never received: its
+ * memory goes when the channel closes, where garbage would wait for V8's next collection (with
+ * models loaded again and again under a budget, tens of MB of RSS). Small or shared buffers are
+ * left alone. The Buffer is empty afterwards.
+ */
+function discard(bytes: Buffer): void {
+  const ab = bytes.buffer;
+  if (bytes.byteLength < 64 * 1024 || bytes.byteOffset !== 0 || bytes.byteLength !== ab.byteLength || !(ab instanceof ArrayBuffer)) return;
+  const { port1, port2 } = new MessageChannel();
+  try {
+    port1.postMessage(null, [ab]);
+  } catch {
+    // not transferable (already detached): nothing to free
+  } finally {
+    port1.close();
+    port2.close();
   }
 }
 

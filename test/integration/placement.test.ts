@@ -141,7 +141,7 @@ test('one board, memory for one of two models: alternating requests all answered
   const grown = (rss[1]! - rss[0]!) / 1024 / 1024;
   t.diagnostic(`RSS after round 10: ${(rss[0]! / 1048576).toFixed(1)} MiB, after round ${rounds}: ${(rss[1]! / 1048576).toFixed(1)} MiB (${grown.toFixed(1)} MiB in ${2 * (rounds - 10)} loads)`);
   // A session kept per load would add 1 MiB or more each; the allocator's pools settle within a few hundred loads.
-  assert.ok(grown < 32, `RSS grew ${grown.toFixed(1)} MiB over ${2 * (rounds - 10)} loads and unloads`);
+  assert.ok(grown < 24, `RSS grew ${grown.toFixed(1)} MiB over ${2 * (rounds - 10)} loads and unloads`);
   await when(agent.roster, () => warmIn(status()).join() === 'digits-int8', 5000, 'the status follows the last load');
   assert.ok(status()!.modelMemory!.usedMiB >= 1);
 });
@@ -286,5 +286,6 @@ test('six MobileNetV2 sessions (../shared, fp32 under five names and int8) with 
   assert.equal(free.loads, 0);
   assert.ok(tight.loads >= 3 * names.length - 1, `${tight.loads} loads`);
   t.diagnostic(`agent RSS after 3 rounds over 6 MobileNetV2 sessions: budget 48 MiB ${tight.rss.toFixed(1)} MiB (peak ${tight.peak.toFixed(1)}, ${tight.loads} loads), no budget ${free.rss.toFixed(1)} MiB (peak ${free.peak.toFixed(1)})`);
-  assert.ok(tight.peak < free.peak - 64, 'the budget keeps at least 64 MiB of the five extra fp32 sessions out of memory');
+  // Five fp32 sessions of about 38 MB each are never all in memory: at least one session's worth is saved.
+  assert.ok(tight.peak < free.peak - 40, 'the budget keeps at least 40 MiB of the five extra fp32 sessions out of memory');
 });
