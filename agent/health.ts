@@ -122,11 +122,14 @@ export class HealthReporter extends EventEmitter {
     else this.schedule(0);
   }
 
-  stop(): Promise<void> {
+  /**
+   * No more reports. A report still on its way is not waited for: with no broker reachable it
+   * would wait for ever (closing the transport fails it).
+   */
+  async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.timer);
     this.tap.detach();
-    return this.running ?? Promise.resolve();
   }
 
   /** Builds a report and publishes it (one at a time). */
