@@ -22,6 +22,8 @@ import type { Logger } from './log.js';
 
 /** No report more often than this, whatever the configuration says. */
 const MIN_INTERVAL_MS = 100;
+/** The first report comes this soon after the start (a dashboard sees a new board at once). */
+const FIRST_REPORT_MS = 1000;
 
 export interface HealthClock {
   /** ms since 1970 (the report's `at`). */
@@ -98,10 +100,13 @@ export class HealthReporter extends EventEmitter {
     if (this.options.intervalS > 0) this.tap.attach(bus, worker);
   }
 
-  /** Reports now, then every interval (none when the interval is 0). */
+  /**
+   * The first report within a second (or the interval, if shorter: the period of its CPU and rate
+   * figures must be long enough to mean something), then one every interval; none when it is 0.
+   */
   start(): void {
     if (this.options.intervalS <= 0 || this.stopped) return;
-    this.schedule(0);
+    this.schedule(Math.min(FIRST_REPORT_MS, this.options.intervalS * 1000));
   }
 
   private schedule(ms: number): void {
