@@ -27,8 +27,9 @@ import type { Engine, ModelSession, SessionOptions } from './engine.js';
 import { parseLabels } from './labels.js';
 import { signaturePath, verifyManifest } from './signature.js';
 import type { Cas, StoredModel } from './cas.js';
-import { DTYPES, elementCount, type Tensor, type TensorData } from '../mesh/tensor.js';
+import type { Tensor } from '../mesh/tensor.js';
 import { Residency, type Candidate } from './residency.js';
+import { discard, LazySession, warmUp } from './lazy-session.js';
 
 /** The models shipped with the package: part of the installed software, checked by sha256 only. */
 export const PACKAGE_BUILTIN_DIR = fileURLToPath(new URL('../../models/builtin/', import.meta.url));
@@ -375,7 +376,7 @@ export class ModelStore extends EventEmitter {
       manifest, bytes: onnx.length, trust, source, where, key: `${manifest.name}@${manifest.version}#${++this.serial}`, reread,
       ...(labels ? { labels } : {}),
     } as Omit<Entry, 'session'> as Entry;
-    entry.session = new LazySession(this, entry);
+    entry.session = new LazySession(entry, (feeds) => this.runOnce(entry, feeds));
     return entry;
   }
 
@@ -394,8 +395,8 @@ export class ModelStore extends EventEmitter {
     return { key: entry.key, name: entry.manifest.name, fileBytes: entry.bytes, read: async () => entry.inHand ?? entry.reread(), open: (bytes, forRequest) => this.open(entry, bytes, forRequest) };
   }
 
-  /** Runs `entry` once (LazySession): a lease for the length of the run. */
-  async runOnce(entry: Entry, feeds: Record<string, Tensor>): Promise<Record<string, Tensor>> {
+  /** Runs `entry` once (its LazySession): a lease for the length of the run. */
+  private async runOnce(entry: Entry, feeds: Record<string, Tensor>): Promise<Record<string, Tensor>> {
     const lease = this.models.get(entry.manifest.name) === entry ? await this.acquire(entry.manifest.name) : undefined;
     if (!lease) throw new KizunaError('KZ_ERR_UNKNOWN_MODEL', `model ${entry.manifest.name}@${entry.manifest.version} is no longer served here`);
     try {
@@ -453,68 +454,4 @@ export class ModelStore extends EventEmitter {
     this.models.clear();
     await this.residency.close();
   }
-}
-
-/**
- * Frees a model file's bytes at once. A Buffer that alone owns a large ArrayBuffer (what
- * fs.readFile returns for a model) is transferred into a message that is never received: its
- * memory goes when the channel closes, where garbage would wait for V8's next collection (with
- * models loaded again and again under a budget, tens of MB of RSS). Small or shared buffers are
- * left alone. The Buffer is empty afterwards.
- */
-function discard(bytes: Buffer): void {
-  const ab = bytes.buffer;
-  if (bytes.byteLength < 64 * 1024 || bytes.byteOffset !== 0 || bytes.byteLength !== ab.byteLength || !(ab instanceof ArrayBuffer)) return;
-  const { port1, port2 } = new MessageChannel();
-  try {
-    port1.postMessage(null, [ab]);
-  } catch {
-    // not transferable (already detached): nothing to free
-  } finally {
-    port1.close();
-    port2.close();
-  }
-}
-
-/**
- * A served model's session as callers see it: each run takes a lease (loading the model when it
- * is cold). Names are the session's once it was loaded, the manifest's before.
- */
-class LazySession implements ModelSession {
-  constructor(
-    private readonly store: ModelStore,
-    private readonly entry: Entry,
-  ) {}
-
-  get inputNames(): readonly string[] {
-    return this.entry.io?.inputs ?? this.entry.manifest.inputs.map((i) => i.name);
-  }
-
-  get outputNames(): readonly string[] {
-    return this.entry.io?.outputs ?? this.entry.manifest.outputs.map((o) => o.name);
-  }
-
-  run(feeds: Record<string, Tensor>): Promise<Record<string, Tensor>> {
-    return this.store.runOnce(this.entry, feeds);
-  }
-
-  /** The store owns the real session (released when the model is unloaded or evicted). */
-  async release(): Promise<void> {}
-}
-
-/**
- * One run on a blank image, so the first request does not pay for the runtime's first-run
- * allocations and the footprint measured at load includes them. Only for image models (a blank
- * image is always a valid input; zeros are not for every tensor model: Silero VAD's `sr`), and
- * only when the input's shape is fixed but for its batch. Failures are ignored: it is a warm-up.
- */
-async function warmUp(session: ModelSession, manifest: Manifest): Promise<void> {
-  const pre = manifest.preprocess;
-  const spec = pre && manifest.inputs.find((i) => i.name === pre.input);
-  if (!spec || manifest.inputs.length !== 1) return;
-  const shape = spec.shape.map((d, i) => (typeof d === 'number' ? d : i === 0 ? 1 : -1));
-  const count = elementCount(shape);
-  if (count <= 0 || count > 64 * 1024 * 1024) return;
-  const { array } = DTYPES[spec.dtype];
-  await session.run({ [spec.name]: { dtype: spec.dtype, shape, data: new array(count) as TensorData } }).catch(() => undefined);
 }
