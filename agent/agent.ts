@@ -40,6 +40,7 @@ import { KizunaError } from '../mesh/errors.js';
 import { createLogger, type Logger } from './log.js';
 import { Worker } from './worker.js';
 import { HealthReporter } from './health.js';
+import type { SystemProbe } from './health/system.js';
 import { isLoopback, listenHost, meshSecurity, type AgentSecurity } from './security.js';
 import { isRevoked } from './credentials.js';
 import { Dashboard } from './dashboard/server.js';
@@ -65,6 +66,8 @@ export interface AgentDeps {
   log?: Logger;
   /** Replaces the discovery the config asks for (tests: an in-memory network). */
   discovery?: Discovery;
+  /** Where health reads the machine (tests: a fake Pi firmware file). */
+  system?: SystemProbe;
   /** Timeouts and window of model transfers (tests: short timeouts). */
   fetch?: FetchOptions;
 }
@@ -425,9 +428,13 @@ export class Agent {
         dataDir: config.dataDir,
       },
       log: log.child('health'),
+      ...(this.deps.system ? { system: this.deps.system } : {}),
     });
     // A change of throttling changes this board's rank: say it in the status.
-    this.health.on('throttled', () => void this.publishStatus());
+    this.health.on('throttled', () => {
+      void this.publishStatus();
+      void this.discovery?.update(this.advert()).catch((err: Error) => log.warn(`advert update failed: ${err.message}`));
+    });
     this.health.watch(this.bus, worker);
     await this.worker.start();
     this.distribution = new Distribution({
@@ -532,6 +539,7 @@ export class Agent {
     const { config, node, instance, started, role, term, seq, draining } = this;
     return {
       config, node, instance, started, role, term, seq, draining, port: this.meshListener?.port ?? config.port, models: this.store.list(), memory: this.store.memory(),
+      throttled: this.health?.throttledNow ?? false,
       ...(this.distribution ? { transfers: this.distribution.transfers() } : {}),
     };
   }

@@ -23,6 +23,8 @@ export interface SelfState {
   models: readonly LoadedModel[];
   /** Placement: the session budget (0: none), bytes in use and the models in memory (absent: all warm). */
   memory?: { budgetBytes: number; usedBytes: number; warm: ReadonlySet<string> };
+  /** Throttled or under-powered now (the health reporter reads the Pi's firmware): ranks it lower. */
+  throttled?: boolean;
   /** Model files being fetched from the mesh (agent/distribution.ts). */
   transfers?: readonly { name: string; sha256: string; done: number; total: number }[];
 }
@@ -40,7 +42,7 @@ export function advertOf(s: SelfState): Advert {
     eligible: s.config.eligible,
     ramMiB: Math.round(os.totalmem() / 1024 / 1024),
     cores: os.availableParallelism(),
-    throttled: false,
+    throttled: s.throttled ?? false,
   };
 }
 
