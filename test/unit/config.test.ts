@@ -56,6 +56,9 @@ test('defaults, with no file, no environment and no flags', () => {
     replyCacheBytes: 32 * 1024 * 1024,
     dashboardHost: '127.0.0.1',
     healthIntervalS: 10,
+    homeAssistant: false,
+    homeAssistantPrefix: 'homeassistant',
+    metricsHost: '127.0.0.1',
     simulateMsPerInput: 0,
     logLevel: 'info',
   });
