@@ -35,6 +35,11 @@ done
 if echo "$answer" | grep -q '"label":"7"'; then ok "kizuna.service answered kizuna infer digits over mqtts with 7 ($(( ($(date +%s%N) - t0) / 1000000 )) ms after it was active)"
 else bad "no answer from kizuna.service"; journalctl -u kizuna -n 20 --no-pager; fi
 
+# `sudo kizuna status` on the board: as the user kizuna, with the board's own credentials.
+board_status=$(kizuna status 2>&1)
+if echo "$board_status" | grep -q 'pi-fb'; then ok "kizuna status on the board lists pi-fb"; else bad "kizuna status: $(echo "$board_status" | head -3 | tr '\n' ' ')"; fi
+echo "$board_status" | head -4 | sed 's/^/  status: /'
+
 echo "systemd-analyze security kizuna.service: $(systemd-analyze security kizuna.service --no-pager 2>/dev/null | tail -1)"
 
 mkdir -p /run/systemd/system/kizuna.service.d
