@@ -45,6 +45,7 @@ import { isLoopback, listenHost, meshSecurity, type AgentSecurity } from './secu
 import { isRevoked } from './credentials.js';
 import { Dashboard } from './dashboard/server.js';
 import { dashboardPolicy } from './dashboard/policy.js';
+import { HomeAssistantDiscovery } from './home-assistant.js';
 
 export interface MeshView {
   broker: string | null;
@@ -92,6 +93,8 @@ export class Agent {
   private cas?: Cas;
   private distribution?: Distribution;
   private dashboardServer?: Dashboard;
+  /** Home Assistant discovery, when `homeAssistant` is set. */
+  private homeAssistant?: HomeAssistantDiscovery;
   private role: Role = 'joining';
   private term = 0;
   private seq = 0;
@@ -125,6 +128,7 @@ export class Agent {
     const store = new ModelStore(engine, { threads: config.threads }, security && { publicKey: security.creds.publicKey }, { budgetBytes });
     const node = security?.node ?? config.node ?? (await loadNodeId(config.dataDir));
     // A dashboard that would be refused later is refused now, before the board joins the mesh.
+    if (config.homeAssistant && config.healthIntervalS <= 0) throw new KizunaError('KZ_ERR_CONFIG', 'homeAssistant needs health reports (its sensors read them): set healthIntervalS above 0');
     if (config.dashboardPort !== undefined) dashboardPolicy({ host: config.dashboardHost, mesh: config.mesh, ...(config.dashboardToken ? { token: config.dashboardToken } : {}), ...(security ? { publicKey: security.creds.publicKey } : {}) });
     return new Agent({ ...config, host: listenHost(config, security, log) }, node, store, log, deps, security);
   }
@@ -166,6 +170,11 @@ export class Agent {
     return this.dashboardServer;
   }
 
+  /** Home Assistant discovery, when `homeAssistant` is set and the agent is connected. */
+  get homeAssistantDiscovery(): HomeAssistantDiscovery | undefined {
+    return this.homeAssistant;
+  }
+
   /** The health reporter, once connected (its 'report' events are what tests read). */
   get healthReporter(): HealthReporter | undefined {
     return this.health;
@@ -188,6 +197,7 @@ export class Agent {
   private async abort(): Promise<void> {
     await this.dashboardServer?.stop().catch(() => undefined);
     this.coordinator?.stop();
+    await this.homeAssistant?.stop().catch(() => undefined);
     await this.health?.stop().catch(() => undefined);
     await this.externalDispatcher?.stop().catch(() => undefined);
     await this.distribution?.stop().catch(() => undefined);
@@ -403,6 +413,7 @@ export class Agent {
     this.transport.on('up', () => {
       void this.publishStatus();
       this.health?.reconnected();
+      this.homeAssistant?.reconnected();
     });
     this.transport.onMessage((topic, payload) => this.onMeshMessage(topic, payload));
     await this.transport.subscribe([topics.allNodeStatus(config.mesh), ...(this.security ? [topics.revoked(config.mesh)] : [])], 1);
@@ -445,6 +456,12 @@ export class Agent {
     });
     await this.distribution.start();
     await this.publishStatus();
+    if (config.homeAssistant) {
+      this.homeAssistant = new HomeAssistantDiscovery({
+        mesh: config.mesh, node: this.node, prefix: config.homeAssistantPrefix, intervalS: config.healthIntervalS, mqtt: transport, reports: this.health, log: log.child('home-assistant'),
+      });
+      await this.homeAssistant.start();
+    }
     this.health.start();
   }
 
@@ -560,6 +577,7 @@ export class Agent {
     const { log } = this;
     await this.dashboardServer?.stop();
     this.coordinator?.stop();
+    await this.homeAssistant?.stop();
     await this.health?.stop();
     // Draining first: the dispatcher stops giving this agent new tasks, the accepted ones finish.
     this.draining = true;
