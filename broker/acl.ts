@@ -17,11 +17,18 @@
  *  - tasks and shards are published by the dispatcher inside the broker's process (no client
  *    does: so no board, however compromised, can assign work), as are the broker record and the
  *    seeded statuses;
- *  - anything else is refused, including every topic outside kizuna/v1/<mesh>/ and `#`.
+ *  - Home Assistant discovery (agent/home-assistant.ts), outside kizuna/: a board publishes its own
+ *    entities' configs only, retained (`<prefix>/<component>/kizuna_<mesh>_<N>_<key>/config`, any
+ *    one-level prefix but `kizuna`: the broker is any board, and each board has its own
+ *    homeAssistantPrefix), and reads Home Assistant's birth (`<prefix>/status`); an app (Home
+ *    Assistant itself, with an app token) publishes that birth and reads everything under a prefix
+ *    (`<prefix>/#`: only discovery configs and births can be there);
+ *  - anything else is refused, including every other topic outside kizuna/v1/<mesh>/ and `#`.
  * An "open" identity (a mesh run without credentials, on loopback only) may do anything.
  */
 import { ROOT, topicMatches } from '../mesh/topics.js';
 import { revocationKey } from '../mesh/tokens.js';
+import { isDiscoveryPrefix, isHaStatusTopic, isOwnDiscoveryTopic } from '../agent/home-assistant/ids.js';
 
 export type Identity =
   | { kind: 'board'; node: string }
@@ -76,8 +83,21 @@ function describe(id: Identity): string {
   return id.kind === 'board' ? `board ${id.node}` : id.kind === 'app' ? `app ${id.name}` : 'open client';
 }
 
+/** Home Assistant's topics: a board's own discovery configs; an app's (Home Assistant's) birth. */
+function mayPublishHomeAssistant(id: Identity, topic: string, mesh: string): boolean {
+  if (id.kind === 'board') return isOwnDiscoveryTopic(topic, mesh, id.node);
+  return id.kind === 'app' && isHaStatusTopic(topic);
+}
+
+/** A board reads Home Assistant's birth; an app (Home Assistant) anything under a discovery prefix. */
+function maySubscribeHomeAssistant(id: Identity, filter: string): boolean {
+  if (id.kind === 'board') return isHaStatusTopic(filter);
+  return id.kind === 'app' && isDiscoveryPrefix(filter.split('/')[0]!);
+}
+
 export function mayPublish(id: Identity, topic: string, retain: boolean, mesh: string): Verdict {
   if (id.kind === 'open') return OK;
+  if (mayPublishHomeAssistant(id, topic, mesh)) return OK;
   const rule = publishRules(id, mesh).find((r) => topicMatches(r.pattern, topic));
   if (!rule) return no(`${describe(id)} may not publish to ${topic.slice(0, 200)}`);
   if (retain && !rule.retain) return no(`${describe(id)} may not retain a message on ${topic.slice(0, 200)}`);
@@ -101,5 +121,6 @@ export function filterWithin(filter: string, allowed: string): boolean {
 export function maySubscribe(id: Identity, filter: string, mesh: string): Verdict {
   if (id.kind === 'open') return OK;
   if (subscribeRules(id, mesh).some((rule) => filterWithin(filter, rule))) return OK;
+  if (maySubscribeHomeAssistant(id, filter)) return OK;
   return no(`${describe(id)} may not subscribe to ${filter.slice(0, 200)}`);
 }

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { prng } from '../helpers/prng.js';
 import { filterWithin, mayPublish, maySubscribe, type Identity } from '../../broker/acl.js';
 import { topicMatches, topics } from '../../mesh/topics.js';
+import { haSafe, haTopics } from '../../agent/home-assistant/ids.js';
 
 const MESH = 'home';
 const boards = ['pi-a', 'pi-b'];
@@ -45,7 +46,30 @@ function publishCases(): { topic: string; retain: boolean; allowed: (id: Identit
     out.push({ topic: topics.blobChunk(MESH, 'pi-b', owner, sha, 0), retain: false, allowed: (id) => isBoard(id, owner) || isApp(id, owner) });
     out.push({ topic: topics.blobChunk(MESH, owner, 'pi-a', sha, 7), retain: false, allowed: (id) => isBoard(id, 'pi-a') });
     out.push({ topic: topics.blobChunk(MESH, 'pi-b', owner, sha, 0), retain: true, allowed: () => false });
+    // Home Assistant discovery: a board announces its own entities only, retained, under any
+    // one-level prefix but Kizuna's own root; nothing else of Home Assistant's, and no app.
+    for (const prefix of ['homeassistant', 'ha-test_1']) {
+      out.push({ topic: haTopics.config(prefix, 'sensor', MESH, owner, 'cpu'), retain: true, allowed: (id) => isBoard(id, owner) });
+      out.push({ topic: haTopics.config(prefix, 'sensor', MESH, owner, 'p95'), retain: false, allowed: (id) => isBoard(id, owner) });
+      out.push({ topic: haTopics.config(prefix, 'binary_sensor', MESH, owner, 'throttled'), retain: true, allowed: (id) => isBoard(id, owner) });
+    }
+    const oid = `kizuna_${MESH}_${haSafe(owner)}`;
+    out.push({ topic: `homeassistant/switch/${oid}_cpu/config`, retain: true, allowed: () => false });
+    out.push({ topic: `homeassistant/sensor/${oid}_cpu/state`, retain: true, allowed: () => false });
+    out.push({ topic: `homeassistant/sensor/${oid}/cpu/config`, retain: true, allowed: () => false });
+    out.push({ topic: `homeassistant/sensor/${oid}_cpu_x/config`, retain: true, allowed: () => false });
+    out.push({ topic: `homeassistant/sensor/${oid}_/config`, retain: true, allowed: () => false });
+    out.push({ topic: `homeassistant/sensor/${oid}_CPU/config`, retain: true, allowed: () => false });
+    out.push({ topic: `kizuna/sensor/${oid}_cpu/config`, retain: true, allowed: () => false });
+    out.push({ topic: `a/homeassistant/sensor/${oid}_cpu/config`, retain: true, allowed: () => false });
+    out.push({ topic: haTopics.config('homeassistant', 'sensor', 'other', owner, 'cpu'), retain: true, allowed: () => false });
   }
+  // Home Assistant's birth: what Home Assistant itself publishes, as an app.
+  out.push({ topic: haTopics.status('homeassistant'), retain: false, allowed: (id) => id.kind === 'app' });
+  out.push({ topic: haTopics.status('ha-test_1'), retain: true, allowed: (id) => id.kind === 'app' });
+  out.push({ topic: haTopics.status('kizuna'), retain: false, allowed: () => false });
+  out.push({ topic: 'homeassistant/status/x', retain: false, allowed: () => false });
+  out.push({ topic: 'homeassistant/sensor/x/config', retain: true, allowed: () => false });
   // Catalogue entries: any board or app, retained (the broker then checks the content: see
   // test/integration/distribution.test.ts); never another mesh's.
   out.push({ topic: topics.catalog(MESH, 'digits'), retain: true, allowed: (id) => id.kind === 'board' || id.kind === 'app' });
@@ -105,6 +129,19 @@ test('subscribe: each identity reads its own tasks or answers and the mesh view,
     { filter: `${m}/blob/+/+/+/+`, allowed: () => false },
     { filter: `${m}/blob/#`, allowed: () => false },
   ];
+  // Home Assistant: a board reads its birth; an app (Home Assistant itself) everything under a prefix.
+  for (const prefix of ['homeassistant', 'ha-test_1']) {
+    cases.push({ filter: haTopics.status(prefix), allowed: () => true });
+    cases.push({ filter: `${prefix}/#`, allowed: (id) => id.kind === 'app' });
+    cases.push({ filter: `${prefix}/+/+/config`, allowed: (id) => id.kind === 'app' });
+    cases.push({ filter: haTopics.config(prefix, 'sensor', MESH, 'pi-a', 'cpu'), allowed: (id) => id.kind === 'app' });
+  }
+  cases.push({ filter: '+/status', allowed: () => false });
+  cases.push({ filter: '+/#', allowed: () => false });
+  cases.push({ filter: 'kizuna/status', allowed: () => false });
+  cases.push({ filter: 'kizuna/#', allowed: () => false });
+  cases.push({ filter: '$SYS/status', allowed: () => false });
+  cases.push({ filter: 'homeassistant/status/#', allowed: (id) => id.kind === 'app' });
   for (const owner of [...boards, ...apps]) {
     cases.push({ filter: `${m}/task/${owner}/#`, allowed: (id) => id.kind === 'board' && id.node === owner });
     cases.push({ filter: `${m}/shard/${owner}/#`, allowed: (id) => id.kind === 'board' && id.node === owner });
@@ -128,6 +165,29 @@ test('subscribe: each identity reads its own tasks or answers and the mesh view,
       assert.equal(v.ok, c.allowed(id), `${id.kind} ${who(id)} subscribe ${c.filter}: ${v.ok ? 'allowed' : v.why}`);
     }
   }
+});
+
+test('Home Assistant ids: no board may announce another board\'s entities, whatever their node ids (the 1,412 ids of up to 5 of a _ . : -: one device id each; 57 of them as boards against all 4,236 topics)', () => {
+  const alphabet = ['a', '_', '.', ':', '-'];
+  const nodes: string[] = [];
+  const grow = (s: string) => {
+    if (s.length && /^[A-Za-z0-9_]/.test(s) && !s.includes('..')) nodes.push(s);
+    if (s.length < 5) for (const c of alphabet) grow(s + c);
+  };
+  grow('');
+  const ids = new Map(nodes.map((n) => [n, `kizuna_${haSafe(MESH)}_${haSafe(n)}`]));
+  assert.equal(new Set(ids.values()).size, nodes.length, 'one device id per node id');
+  assert.equal(nodes.length, 1412);
+  const keys = ['cpu', 'p95', 'acpu'];
+  const owners = new Map<string, string>();
+  for (const n of nodes) for (const k of keys) owners.set(haTopics.config('homeassistant', 'sensor', MESH, n, k), n);
+  assert.equal(owners.size, nodes.length * keys.length, 'one topic per node and key');
+  // Every board may publish exactly its own topics among them all.
+  for (const n of nodes.filter((_, i) => i % 25 === 0)) {
+    const board: Identity = { kind: 'board', node: n };
+    for (const [topic, owner] of owners) assert.equal(mayPublish(board, topic, true, MESH).ok, owner === n, `board ${n} publish ${topic}`);
+  }
+  assert.equal(haSafe('pi-kitchen-3f1c'), 'pi-kitchen-3f1c', 'the usual node ids stay as they are');
 });
 
 test('an open mesh (loopback, no credentials) allows everything', () => {
