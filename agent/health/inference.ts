@@ -42,6 +42,20 @@ class ModelWindow {
   }
 }
 
+/**
+ * Upper bounds (ms) of the cumulative latency histogram kept per model since the start, for the
+ * Prometheus endpoint (agent/metrics.ts); one more bucket holds the rest (+Inf).
+ */
+export const LATENCY_BUCKETS_MS: readonly number[] = [1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000];
+
+/** A model's figures since the start. */
+export interface ModelTotals {
+  requests: number;
+  errors: number;
+  /** Latencies of single requests: how many, their sum, and how many fell in each bucket of LATENCY_BUCKETS_MS (+Inf last). */
+  latency: { count: number; sumMs: number; buckets: number[] };
+}
+
 export interface Answered {
   /** Inputs answered: 1 for a request, the shard's size for a part of a job. */
   inputs: number;
@@ -53,20 +67,33 @@ export interface Answered {
 
 export class InferenceMeter {
   private window = new Map<string, ModelWindow>();
-  private readonly totals = new Map<string, { requests: number; errors: number }>();
+  private readonly totals = new Map<string, ModelTotals>();
 
   record(model: string, a: Answered): void {
     let w = this.window.get(model);
     if (!w) this.window.set(model, (w = new ModelWindow()));
     let t = this.totals.get(model);
-    if (!t) this.totals.set(model, (t = { requests: 0, errors: 0 }));
+    if (!t) this.totals.set(model, (t = { requests: 0, errors: 0, latency: { count: 0, sumMs: 0, buckets: new Array<number>(LATENCY_BUCKETS_MS.length + 1).fill(0) } }));
     w.requests += a.inputs;
     t.requests += a.inputs;
     if (a.error) {
       w.errors++;
       t.errors++;
     }
-    if (a.latencyMs !== undefined && Number.isFinite(a.latencyMs)) w.addLatency(Math.max(0, a.latencyMs));
+    if (a.latencyMs !== undefined && Number.isFinite(a.latencyMs)) {
+      const ms = Math.max(0, a.latencyMs);
+      w.addLatency(ms);
+      t.latency.count++;
+      t.latency.sumMs += ms;
+      let i = 0;
+      while (i < LATENCY_BUCKETS_MS.length && ms > LATENCY_BUCKETS_MS[i]!) i++;
+      t.latency.buckets[i]!++;
+    }
+  }
+
+  /** Each model's figures since the start (copies), by name. */
+  totalsByModel(): Map<string, ModelTotals> {
+    return new Map([...this.totals].map(([name, t]) => [name, { ...t, latency: { ...t.latency, buckets: [...t.latency.buckets] } }]));
   }
 
   /**
