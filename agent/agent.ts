@@ -46,6 +46,10 @@ import { isRevoked } from './credentials.js';
 import { Dashboard } from './dashboard/server.js';
 import { dashboardPolicy } from './dashboard/policy.js';
 import { HomeAssistantDiscovery } from './home-assistant.js';
+import { MetricsServer } from './metrics.js';
+import { agentFamilies, processFigures } from './metrics/families.js';
+import type { NodeHealth } from '../mesh/health.js';
+import { kizunaVersion } from './version.js';
 
 export interface MeshView {
   broker: string | null;
@@ -95,6 +99,8 @@ export class Agent {
   private dashboardServer?: Dashboard;
   /** Home Assistant discovery, when `homeAssistant` is set. */
   private homeAssistant?: HomeAssistantDiscovery;
+  /** The Prometheus endpoint, when `metricsPort` is set. */
+  private metricsServer?: MetricsServer;
   private role: Role = 'joining';
   private term = 0;
   private seq = 0;
@@ -170,6 +176,11 @@ export class Agent {
     return this.dashboardServer;
   }
 
+  /** The Prometheus endpoint, when `metricsPort` is set. */
+  get metrics(): MetricsServer | undefined {
+    return this.metricsServer;
+  }
+
   /** Home Assistant discovery, when `homeAssistant` is set and the agent is connected. */
   get homeAssistantDiscovery(): HomeAssistantDiscovery | undefined {
     return this.homeAssistant;
@@ -196,6 +207,7 @@ export class Agent {
   /** Releases whatever a failed start had opened, without the goodbyes of a clean stop. */
   private async abort(): Promise<void> {
     await this.dashboardServer?.stop().catch(() => undefined);
+    await this.metricsServer?.stop().catch(() => undefined);
     this.coordinator?.stop();
     await this.homeAssistant?.stop().catch(() => undefined);
     await this.health?.stop().catch(() => undefined);
@@ -226,6 +238,7 @@ export class Agent {
       await this.connect(`${this.security?.creds.tls ? 'mqtts' : 'mqtt'}://127.0.0.1:${this.meshListener!.port}`);
     }
     if (config.dashboardPort !== undefined) await this.startDashboard(config.dashboardPort);
+    if (config.metricsPort !== undefined) await this.startMetrics(config.metricsPort);
     log.info(`agent ${this.node} serving mesh "${config.mesh}" on ${this.brokerUrl} as ${this.mesh.role}`);
   }
 
@@ -240,6 +253,29 @@ export class Agent {
       ...(config.dashboardToken ? { token: config.dashboardToken } : {}),
       // The boards' health reports reach it through this agent's own connection.
       ...(this.transport ? { health: this.transport } : {}),
+    });
+  }
+
+  /** Prometheus metrics from what the agent keeps anyway: the health meter, the worker, the mesh. */
+  private async startMetrics(port: number): Promise<void> {
+    const { config } = this;
+    let health: NodeHealth | undefined;
+    this.health?.on('report', (h: NodeHealth) => (health = h));
+    this.metricsServer = await MetricsServer.start({
+      host: config.metricsHost, port, labels: { mesh: config.mesh, node: this.node }, log: this.log.child('metrics'),
+      collect: () => {
+        const warm = this.store.memory().warm;
+        return agentFamilies({
+          instance: this.instance, version: kizunaVersion(),
+          models: this.health?.meter.totalsByModel() ?? new Map(),
+          ...(this.worker ? { worker: this.worker.stats } : {}),
+          inFlight: this.worker?.inFlight ?? 0, concurrency: config.concurrency,
+          served: this.store.list().map((m) => ({ name: m.manifest.name, version: m.manifest.version, resident: warm.has(m.manifest.name) })),
+          role: this.mesh.role, term: this.mesh.term, boardsOnline: this.roster.online().length, boardsKnown: this.roster.all().length,
+          ...(health ? { health } : {}),
+          process: processFigures(),
+        });
+      },
     });
   }
 
@@ -576,6 +612,7 @@ export class Agent {
   private async shutdown(): Promise<void> {
     const { log } = this;
     await this.dashboardServer?.stop();
+    await this.metricsServer?.stop();
     this.coordinator?.stop();
     await this.homeAssistant?.stop();
     await this.health?.stop();

@@ -13,6 +13,7 @@ import type { NodeHealth } from '../mesh/health.js';
 import { discoveryMessages, type BoardDevice, type DiscoveryMessage } from './home-assistant/discovery.js';
 import { haTopics } from './home-assistant/ids.js';
 import type { Logger } from './log.js';
+import { kizunaVersion } from './version.js';
 
 /** What discovery needs of the agent's MQTT connection (mesh/mqtt.ts Transport). */
 export interface DiscoveryMqtt {
@@ -114,12 +115,4 @@ export function boardDevice(): BoardDevice {
     model = undefined;
   }
   return { model: model ?? `${os.type()} ${os.arch()}`, swVersion: kizunaVersion() };
-}
-
-function kizunaVersion(): string {
-  try {
-    return (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
-  } catch {
-    return 'unknown';
-  }
 }
