@@ -51,7 +51,8 @@ started=$(date +%s)
 
 echo "== compile (deploy/tsconfig.bundle.json -> staging; ./dist untouched)"
 mkdir -p "$WORK/app"
-(cd "$ROOT" && npx tsc -p deploy/tsconfig.bundle.json --outDir "$WORK/app/dist")
+[ -x "$ROOT/node_modules/.bin/tsc" ] || { echo "bundle: TypeScript is not installed: run npm install first" >&2; exit 1; }
+(cd "$ROOT" && node_modules/.bin/tsc -p deploy/tsconfig.bundle.json --outDir "$WORK/app/dist")
 mkdir -p "$WORK/app/models/builtin" "$WORK/app/models/catalog"
 cp "$ROOT"/models/builtin/*.onnx "$ROOT"/models/builtin/*.json "$WORK/app/models/builtin/"
 cp "$ROOT"/models/catalog/*.json "$WORK/app/models/catalog/"
