@@ -18,8 +18,13 @@
  *          (--kills times, restarted in between): death_to_offline_ms is the median from the kill
  *          to that message. The same for a board that goes silent (SIGSTOP: a hung process or a
  *          cut cable, noticed by the broker's keepalive): silent_to_offline_ms. Keepalive 1 s.
+ *   dashboard  the same kill -9, seen on the web dashboard of the broker agent (--dashboard-port 0):
+ *          from the kill to the page showing the victim offline, in Debian's Chromium when
+ *          /usr/bin/chromium exists (the page's table), else on the dashboard's event stream
+ *          (`dashboard_death_to_offline_via` says which); dashboard_death_to_offline_ms is the
+ *          median of --kills (test/helpers/browser.ts measureDeathToOffline).
  *
- * Options: --parts cost,load,death (default all)  --window-s S (cost window, 10)  --rounds N (6)
+ * Options: --parts cost,load,death,dashboard (default all)  --window-s S (cost window, 10)  --rounds N (6)
  *          --rate N (load, requests/s, 100)  --block-s S (load, 5)  --blocks N (per agent, 4)
  *          --kills N (5)
  */
@@ -40,6 +45,7 @@ import { WorkerTap } from '../../agent/health/tap.js';
 import { spawnGuarded, type GuardedChild } from '../helpers/child.js';
 import { CLI } from '../helpers/cli.js';
 import { freePorts } from '../helpers/ports.js';
+import { chromiumMissing, launchChromium, measureDeathToOffline } from '../helpers/browser.js';
 
 interface Options {
   parts: Set<string>;
@@ -63,7 +69,7 @@ function options(args: string[]): Options {
     return n;
   };
   return {
-    parts: new Set((values.parts ?? 'cost,load,death').split(',').map((p) => p.trim())),
+    parts: new Set((values.parts ?? 'cost,load,death,dashboard').split(',').map((p) => p.trim())),
     windowMs: num(values['window-s'], 10, 1) * 1000, rounds: num(values.rounds, 6, 1), rate: num(values.rate, 100, 1),
     blockMs: num(values['block-s'], 5, 1) * 1000, blocks: num(values.blocks, 4, 1), kills: num(values.kills, 5, 1),
   };
@@ -76,6 +82,8 @@ interface Agent {
   pid: number;
   url: string;
   node: string;
+  /** Its web dashboard, when started with --dashboard-port. */
+  dashboardUrl?: string;
 }
 
 const dirs: string[] = [];
@@ -85,6 +93,7 @@ async function spawnAgent(node: string, extra: string[]): Promise<Agent> {
   dirs.push(dir);
   const child = spawnGuarded([CLI, 'agent', '--host', '127.0.0.1', '--port', '0', '--node', node, '--data-dir', dir, '--log-level', 'info', '--threads', '1', ...extra], 2000);
   const lines: string[] = [];
+  let dashboardUrl: string | undefined;
   const port = await new Promise<number>((resolve, reject) => {
     let found = 0;
     const timer = setTimeout(() => reject(new Error(`agent ${node} did not serve within 30 s:\n${lines.join('\n')}`)), 30_000);
@@ -92,6 +101,7 @@ async function spawnAgent(node: string, extra: string[]): Promise<Agent> {
     readline.createInterface({ input: child.proc.stderr! }).on('line', (line) => {
       if (lines.push(line) > 40) lines.shift();
       found ||= Number(/broker listening on 127\.0\.0\.1:(\d+)/.exec(line)?.[1] ?? 0);
+      dashboardUrl ??= /dashboard on (http:\/\/\S+\/)/.exec(line)?.[1];
       if (/serving mesh/.test(line)) {
         clearTimeout(timer);
         resolve(found);
@@ -99,7 +109,7 @@ async function spawnAgent(node: string, extra: string[]): Promise<Agent> {
     });
   });
   // The hub of the death part follows no one: its own port. A follower serves through its own port too.
-  return { child, pid: child.proc.pid!, url: `mqtt://127.0.0.1:${port}`, node };
+  return { child, pid: child.proc.pid!, url: `mqtt://127.0.0.1:${port}`, node, ...(dashboardUrl ? { dashboardUrl } : {}) };
 }
 
 /** CPU time a process has used (user + system), in ms, from /proc/<pid>/stat (10 ms ticks). */
@@ -361,6 +371,41 @@ async function deathPart(o: Options): Promise<Record<string, unknown>> {
   };
 }
 
+// ---------------------------------------------------------------- dashboard
+
+/** kill -9 of a board, timed to its row turning offline on the broker agent's dashboard. */
+async function dashboardPart(o: Options): Promise<Record<string, unknown>> {
+  const [hubPort] = await freePorts(1);
+  const hub = await spawnAgent('hub', ['--port', String(hubPort), '--discovery', 'none', '--dashboard-port', '0']);
+  if (!hub.dashboardUrl) throw new Error('bench health: the hub logged no dashboard URL');
+  const via = chromiumMissing() ? 'sse' : 'chromium';
+  if (via === 'sse') process.stderr.write(`dashboard: ${chromiumMissing()}; timing on the event stream instead\n`);
+  const browser = via === 'chromium' ? await launchChromium() : undefined;
+  const victimArgs = ['--peers', `127.0.0.1:${hubPort}`, '--formation-ms', '300', '--health-interval-s', '10'];
+  const kills: number[] = [];
+  try {
+    for (let k = 0; k < o.kills; k++) {
+      const victim = await spawnAgent('victim', victimArgs);
+      const r = await measureDeathToOffline({ url: hub.dashboardUrl, node: 'victim', kill: () => void victim.child.proc.kill('SIGKILL'), via, ...(browser ? { browser } : {}) });
+      kills.push(r.ms);
+      process.stderr.write(`dashboard kill -9 ${k + 1}/${o.kills}: offline on the page after ${r.ms.toFixed(1)} ms (${r.via})\n`);
+      await victim.child.exited;
+      await victim.child.stop();
+    }
+  } finally {
+    await browser?.close().catch(() => undefined);
+    await hub.child.stop();
+  }
+  const k = summarize(kills);
+  console.log(`\ndashboard: kill -9 of a board, until the broker agent's dashboard shows it offline (${via === 'chromium' ? 'in Chromium: the page\'s table' : 'on the event stream: no Chromium here'})\n`);
+  console.log(table(['death', 'via', 'n', 'median ms', 'min', 'max'], [['kill -9', via, String(k.n), k.p50.toFixed(1), Math.min(...kills).toFixed(1), Math.max(...kills).toFixed(1)]]));
+  return {
+    dashboard_death_to_offline_ms: r2(k.p50),
+    dashboard_death_to_offline_ms_all: kills.map(r2),
+    dashboard_death_to_offline_via: via,
+  };
+}
+
 export async function run(args: string[]): Promise<Record<string, unknown>> {
   const o = options(args);
   const figures: Record<string, unknown> = {};
@@ -369,6 +414,7 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
     if (o.parts.has('cost')) Object.assign(figures, await costPart(o));
     if (o.parts.has('load')) Object.assign(figures, await loadPart(o));
     if (o.parts.has('death')) Object.assign(figures, await deathPart(o));
+    if (o.parts.has('dashboard')) Object.assign(figures, await dashboardPart(o));
   } finally {
     for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
   }
