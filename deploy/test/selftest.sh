@@ -38,7 +38,17 @@ else bad "no answer from kizuna.service"; journalctl -u kizuna -n 20 --no-pager;
 # `sudo kizuna status` on the board: as the user kizuna, with the board's own credentials.
 board_status=$(kizuna status 2>&1)
 if echo "$board_status" | grep -q 'pi-fb'; then ok "kizuna status on the board lists pi-fb"; else bad "kizuna status: $(echo "$board_status" | head -3 | tr '\n' ' ')"; fi
-echo "$board_status" | head -4 | sed 's/^/  status: /'
+# The health reporter under the unit's hardening (ProtectProc, PrivateDevices, the syscall
+# filter): its first report comes within one interval (10 s).
+health=""
+for _ in $(seq 1 30); do
+  health=$(kizuna status --json 2>/dev/null | /opt/kizuna/node/bin/node -e 'let s = ""; process.stdin.on("data", (d) => (s += d)).on("end", () => { const b = JSON.parse(s).boards.find((x) => x.node === "pi-fb"); if (b && b.health) console.log(JSON.stringify(b.health).slice(0, 300)); })' 2>/dev/null)
+  [ -n "$health" ] && break
+  sleep 1
+done
+if [ -n "$health" ]; then ok "the health reporter works under the hardening: $(kizuna status 2>/dev/null | sed -n 3p | tr -s ' ')"
+else bad "no health report from pi-fb within 30 s"; journalctl -u kizuna -n 10 --no-pager -o cat; fi
+echo "  health: $health"
 
 echo "systemd-analyze security kizuna.service: $(systemd-analyze security kizuna.service --no-pager 2>/dev/null | tail -1)"
 
