@@ -125,6 +125,7 @@ if [ -z "$BUNDLE" ]; then
   URL=$(get bundleUrl | sed "s/{arch}/$ARCH/g")
   if [ -n "$URL" ]; then
     echo "kizuna-firstboot: downloading $URL"
+    if command -v nm-online >/dev/null 2>&1; then nm-online -q -t 120 || true; fi
     if command -v curl >/dev/null 2>&1; then curl -fsSL --retry 5 --retry-delay 5 -o "$WORK/bundle.tar.gz" "$URL"
     else wget -q -O "$WORK/bundle.tar.gz" "$URL"; fi
     BUNDLE="$WORK/bundle.tar.gz"
