@@ -13,7 +13,7 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<{ run(argv
   revoke: { summary: 'lock a board or an app out of the mesh: kizuna revoke board|app NAME', load: async () => ({ run: (await import('./commands/mesh-admin.js')).revokeCommand }) },
   status: { summary: 'every board of the mesh: role, online, address, models, load, temperature, memory, req/s, p95 (--json)', load: () => import('./commands/status.js') },
   top: { summary: 'the same as status, live in the terminal (q quits)', load: () => import('./commands/top.js') },
-  demo: { summary: 'start 3 agents on loopback and classify held-out MNIST digits through the mesh, one by one and as a shared job', load: () => import('./commands/demo.js') },
+  demo: { summary: 'start 3 agents on loopback and classify held-out MNIST digits through the mesh, one by one and as a shared job (--dashboard: and keep it up with the web dashboard)', load: () => import('./commands/demo.js') },
 };
 
 function usage(): string {

@@ -3,7 +3,8 @@
  * loopback only, with the built-in digit models; held-out MNIST digits rendered to PNG go through
  * MQTT like a camera's frames would. Prints latency and accuracy (one request at a time, and
  * `window` in flight), then the same digits as one shared job (`client.batch`) with each board's
- * share. The last line is one JSON object.
+ * share. The last line is one JSON object. With --dashboard, board-1 also serves the web dashboard
+ * (loopback, a free port) and the mesh stays up after the run until Ctrl-C.
  */
 import fs from 'node:fs/promises';
 import os from 'node:os';
@@ -64,7 +65,9 @@ function progressPrinter(): { onProgress: (p: BatchProgress) => void; end: () =>
 }
 
 export async function run(argv: string[]): Promise<number> {
-  const { values } = parseArgs({ args: argv, options: { count: { type: 'string' }, window: { type: 'string' }, agents: { type: 'string' } } });
+  const { values } = parseArgs({ args: argv, options: { count: { type: 'string' }, window: { type: 'string' }, agents: { type: 'string' }, dashboard: { type: 'boolean' } } });
+  // With --dashboard the mesh stays up after the run, for the page to be looked at, until Ctrl-C.
+  let keep = values.dashboard === true;
   const count = positiveInt('count', values.count, 2000);
   const window = positiveInt('window', values.window, 16);
   const n = positiveInt('agents', values.agents, 3);
@@ -74,9 +77,10 @@ export async function run(argv: string[]): Promise<number> {
   console.log(`Kizuna demo: ${digits.length} held-out MNIST digits as PNG, through MQTT, to a mesh of ${n} agent${n > 1 ? 's' : ''} in this process, on loopback\n`);
 
   // Loopback only, static peers: the demo never listens on or talks to the machine's real interfaces.
-  const mesh = await startDemoMesh(n);
+  const mesh = await startDemoMesh(n, 'digits', { dashboard: keep });
   const roles = Object.fromEntries(mesh.agents.map((a) => [a.node, a.mesh.role]));
   console.log(`mesh formed in ${(mesh.formedMs / 1000).toFixed(1)} s: ${Object.entries(roles).map(([node, role]) => `${node} (${role})`).join(', ')}\n`);
+  if (mesh.dashboardUrl) console.log(`dashboard: ${mesh.dashboardUrl}  (open it in a browser; the mesh stays up after the run until Ctrl-C)\n`);
   let client: KizunaClient | undefined;
   const runs: ModelRun[] = [];
   let job: SharedJob;
@@ -126,9 +130,12 @@ export async function run(argv: string[]): Promise<number> {
     }
     const seconds = (performance.now() - t0) / 1000;
     job = { accuracy: correct / pngs.length, throughput: pngs.length / seconds, seconds, share, failed };
+  } catch (err) {
+    keep = false;
+    throw err;
   } finally {
     await client?.close();
-    await mesh.stop();
+    if (!keep) await mesh.stop();
   }
 
   console.log(
@@ -170,5 +177,24 @@ export async function run(argv: string[]): Promise<number> {
       batch_throughput_per_s: Math.round(job.throughput),
     }),
   );
+  if (keep) {
+    // stderr: stdout's last line stays the JSON.
+    console.error(`the mesh is still up: ${mesh.dashboardUrl}   Ctrl-C stops it`);
+    await interrupted();
+    await mesh.stop();
+  }
   return job.failed ? 1 : 0;
+}
+
+/** Resolves at the first SIGINT or SIGTERM. */
+function interrupted(): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      process.off('SIGINT', done);
+      process.off('SIGTERM', done);
+      resolve();
+    };
+    process.once('SIGINT', done);
+    process.once('SIGTERM', done);
+  });
 }

@@ -5,10 +5,11 @@ import { once } from 'node:events';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import type { ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
+import readline from 'node:readline';
 import { loadDigits } from '../../models/builtin/digits-data.js';
 import { digitToPng } from '../../models/render.js';
-import { runCli, spawnAgent } from '../helpers/cli.js';
+import { CLI, runCli, spawnAgent } from '../helpers/cli.js';
 
 describe('kizuna agent and kizuna infer', () => {
   let agent: { child: ChildProcess; port: number; stderr: () => string };
@@ -108,5 +109,38 @@ describe('kizuna demo (what npm start runs)', () => {
     assert.equal(Object.values<number>(summary.share).reduce((a, b) => a + b, 0), 300);
     assert.match(r.stdout, /mesh formed in [\d.]+ s: board-1 \(broker\)/);
     assert.doesNotMatch(r.stderr, /warn|error/i, 'the agents say nothing at log level warn');
+  });
+
+  test('--dashboard keeps the mesh up with board-1\'s dashboard, which shows the three boards, until Ctrl-C', async (t) => {
+    const child = spawn(process.execPath, [CLI, 'demo', '--count', '50', '--dashboard'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    t.after(() => void (child.exitCode === null && child.kill('SIGKILL')));
+    let stdout = '';
+    child.stdout!.on('data', (d) => (stdout += d));
+    const stderrLines = readline.createInterface({ input: child.stderr! });
+    // The run is over (its JSON printed) and the mesh is still up: the demo says so on stderr.
+    await new Promise<void>((resolve, reject) => {
+      stderrLines.on('line', (line) => /the mesh is still up/.test(line) && resolve());
+      child.once('exit', (code) => reject(new Error(`demo exited (${code}) before staying up:\n${stdout}`)));
+    });
+    const url = /dashboard: (http:\/\/127\.0\.0\.1:\d+\/)/.exec(stdout)?.[1];
+    assert.ok(url, stdout);
+    assert.equal(JSON.parse(stdout.trim().split('\n').at(-1)!).count, 50, 'the last line of stdout is the JSON');
+    const page = await fetch(url);
+    assert.equal(page.status, 200);
+    assert.match(await page.text(), /<html/i);
+    // The event stream's first message is a snapshot of the boards.
+    const events = await fetch(new URL('events', url));
+    const reader = events.body!.getReader();
+    let text = '';
+    while (!/board-3/.test(text) || !/board-1/.test(text) || !/board-2/.test(text)) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      text += Buffer.from(value).toString();
+    }
+    await reader.cancel();
+    for (const board of ['board-1', 'board-2', 'board-3']) assert.match(text, new RegExp(board), `the dashboard's stream names ${board}`);
+    const exited = once(child, 'exit');
+    child.kill('SIGINT');
+    assert.deepEqual(await exited, [0, null], 'Ctrl-C stops the mesh and the demo ends cleanly');
   });
 });
