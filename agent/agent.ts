@@ -39,17 +39,15 @@ import { loadNodeId, renewNodeId } from './identity.js';
 import { KizunaError } from '../mesh/errors.js';
 import { createLogger, type Logger } from './log.js';
 import { Worker } from './worker.js';
-import { HealthReporter } from './health.js';
+import type { HealthReporter } from './health.js';
 import type { SystemProbe } from './health/system.js';
 import { isLoopback, listenHost, meshSecurity, type AgentSecurity } from './security.js';
 import { isRevoked } from './credentials.js';
-import { Dashboard } from './dashboard/server.js';
+import type { Dashboard } from './dashboard/server.js';
 import { dashboardPolicy } from './dashboard/policy.js';
-import { HomeAssistantDiscovery } from './home-assistant.js';
-import { MetricsServer } from './metrics.js';
-import { agentFamilies, processFigures } from './metrics/families.js';
-import type { NodeHealth } from '../mesh/health.js';
-import { kizunaVersion } from './version.js';
+import type { HomeAssistantDiscovery } from './home-assistant.js';
+import type { MetricsServer } from './metrics.js';
+import { OperatorServices } from './operator-services.js';
 
 export interface MeshView {
   broker: string | null;
@@ -91,16 +89,11 @@ export class Agent {
   /** What the worker listens on: the transport, or the embedded broker in-process when this agent hosts it. */
   private bus?: SwitchBus;
   private worker?: Worker;
-  /** Publishes this board's health report every healthIntervalS (agent/health.ts). */
-  private health?: HealthReporter;
   /** This board's content-addressed model store, and the models it exchanges with the mesh. */
   private cas?: Cas;
   private distribution?: Distribution;
-  private dashboardServer?: Dashboard;
-  /** Home Assistant discovery, when `homeAssistant` is set. */
-  private homeAssistant?: HomeAssistantDiscovery;
-  /** The Prometheus endpoint, when `metricsPort` is set. */
-  private metricsServer?: MetricsServer;
+  /** Health reports, the dashboard, metrics and Home Assistant (agent/operator-services.ts). */
+  private readonly services: OperatorServices;
   private role: Role = 'joining';
   private term = 0;
   private seq = 0;
@@ -121,7 +114,17 @@ export class Agent {
     private readonly deps: AgentDeps,
     /** Mesh credentials (absent: an open mesh). */
     private readonly security?: AgentSecurity,
-  ) {}
+  ) {
+    this.services = new OperatorServices({
+      config, node: () => this.node, instance: this.instance, store, roster: this.roster, log, ...(security ? { security } : {}),
+      ...(deps.system ? { system: deps.system } : {}),
+      brokerUrl: () => this.brokerUrl, mesh: () => this.mesh,
+      throttled: () => {
+        void this.publishStatus();
+        void this.discovery?.update(this.advert()).catch((err: Error) => log.warn(`advert update failed: ${err.message}`));
+      },
+    });
+  }
 
   static async create(config: Config, deps: AgentDeps = {}): Promise<Agent> {
     const log = deps.log ?? createLogger(config.logLevel);
@@ -173,22 +176,22 @@ export class Agent {
 
   /** The web dashboard, when `dashboardPort` is set. */
   get dashboard(): Dashboard | undefined {
-    return this.dashboardServer;
+    return this.services.dashboard;
   }
 
   /** The Prometheus endpoint, when `metricsPort` is set. */
   get metrics(): MetricsServer | undefined {
-    return this.metricsServer;
+    return this.services.metrics;
   }
 
   /** Home Assistant discovery, when `homeAssistant` is set and the agent is connected. */
   get homeAssistantDiscovery(): HomeAssistantDiscovery | undefined {
-    return this.homeAssistant;
+    return this.services.homeAssistantDiscovery;
   }
 
   /** The health reporter, once connected (its 'report' events are what tests read). */
   get healthReporter(): HealthReporter | undefined {
-    return this.health;
+    return this.services.health;
   }
 
   get dispatcher(): Dispatcher | undefined {
@@ -206,11 +209,9 @@ export class Agent {
 
   /** Releases whatever a failed start had opened, without the goodbyes of a clean stop. */
   private async abort(): Promise<void> {
-    await this.dashboardServer?.stop().catch(() => undefined);
-    await this.metricsServer?.stop().catch(() => undefined);
+    await this.services.stopEndpoints(true);
     this.coordinator?.stop();
-    await this.homeAssistant?.stop().catch(() => undefined);
-    await this.health?.stop().catch(() => undefined);
+    await this.services.stopReports(true);
     await this.externalDispatcher?.stop().catch(() => undefined);
     await this.distribution?.stop().catch(() => undefined);
     await this.transport?.close(true).catch(() => undefined);
@@ -237,46 +238,8 @@ export class Agent {
       await this.joinMesh();
       await this.connect(`${this.security?.creds.tls ? 'mqtts' : 'mqtt'}://127.0.0.1:${this.meshListener!.port}`);
     }
-    if (config.dashboardPort !== undefined) await this.startDashboard(config.dashboardPort);
-    if (config.metricsPort !== undefined) await this.startMetrics(config.metricsPort);
+    await this.services.startEndpoints();
     log.info(`agent ${this.node} serving mesh "${config.mesh}" on ${this.brokerUrl} as ${this.mesh.role}`);
-  }
-
-  private async startDashboard(port: number): Promise<void> {
-    const { config } = this;
-    const creds = this.security?.creds;
-    this.dashboardServer = await Dashboard.start({
-      host: config.dashboardHost, port, mesh: config.mesh, node: this.node, roster: this.roster, meshUrl: () => this.brokerUrl,
-      // Its requests travel as base64 JSON: the largest image that fits the mesh's payload limit.
-      maxImageBytes: Math.floor(((config.maxPayloadBytes - 1024) * 3) / 4), log: this.log.child('dashboard'),
-      ...(creds ? { credentials: { publicKey: creds.publicKey, ...(creds.tls ? { ca: creds.tls.ca } : {}) } } : {}),
-      ...(config.dashboardToken ? { token: config.dashboardToken } : {}),
-      // The boards' health reports reach it through this agent's own connection.
-      ...(this.transport ? { health: this.transport } : {}),
-    });
-  }
-
-  /** Prometheus metrics from what the agent keeps anyway: the health meter, the worker, the mesh. */
-  private async startMetrics(port: number): Promise<void> {
-    const { config } = this;
-    let health: NodeHealth | undefined;
-    this.health?.on('report', (h: NodeHealth) => (health = h));
-    this.metricsServer = await MetricsServer.start({
-      host: config.metricsHost, port, labels: { mesh: config.mesh, node: this.node }, log: this.log.child('metrics'),
-      collect: () => {
-        const warm = this.store.memory().warm;
-        return agentFamilies({
-          instance: this.instance, version: kizunaVersion(),
-          models: this.health?.meter.totalsByModel() ?? new Map(),
-          ...(this.worker ? { worker: this.worker.stats } : {}),
-          inFlight: this.worker?.inFlight ?? 0, concurrency: config.concurrency,
-          served: this.store.list().map((m) => ({ name: m.manifest.name, version: m.manifest.version, resident: warm.has(m.manifest.name) })),
-          role: this.mesh.role, term: this.mesh.term, boardsOnline: this.roster.online().length, boardsKnown: this.roster.all().length,
-          ...(health ? { health } : {}),
-          process: processFigures(),
-        });
-      },
-    });
   }
 
   private async joinMesh(): Promise<void> {
@@ -448,41 +411,14 @@ export class Agent {
     this.transport.on('retry-failed', () => this.coordinator?.brokerConnectionLost());
     this.transport.on('up', () => {
       void this.publishStatus();
-      this.health?.reconnected();
-      this.homeAssistant?.reconnected();
+      this.services.reconnected();
     });
     this.transport.onMessage((topic, payload) => this.onMeshMessage(topic, payload));
     await this.transport.subscribe([topics.allNodeStatus(config.mesh), ...(this.security ? [topics.revoked(config.mesh)] : [])], 1);
     // On the board that hosts the broker, tasks and replies skip TCP entirely.
     this.bus = new SwitchBus(this.brokerRole ? new LocalBus(this.brokerRole.broker) : this.transport);
     this.worker = new Worker(this.bus, this.store, { ...config, node: this.node }, log.child('worker'));
-    const worker = this.worker;
-    const transport = this.transport;
-    this.health = new HealthReporter({
-      mesh: config.mesh,
-      intervalS: config.healthIntervalS,
-      publish: (topic, payload) => transport.publish(topic, payload, { qos: 0, retain: true }),
-      source: {
-        node: () => this.node,
-        instance: this.instance,
-        counters: () => worker.stats,
-        inFlight: () => worker.inFlight,
-        concurrency: config.concurrency,
-        loaded: () => {
-          const warm = this.store.memory().warm;
-          return this.store.list().map((m) => ({ name: m.manifest.name, version: m.manifest.version, resident: warm.has(m.manifest.name) }));
-        },
-        dataDir: config.dataDir,
-      },
-      log: log.child('health'),
-      ...(this.deps.system ? { system: this.deps.system } : {}),
-    });
-    // A change of throttling changes this board's rank: say it in the status.
-    this.health.on('throttled', () => {
-      void this.publishStatus();
-      void this.discovery?.update(this.advert()).catch((err: Error) => log.warn(`advert update failed: ${err.message}`));
-    });
-    this.health.watch(this.bus, worker);
+    this.services.attach({ transport: this.transport, bus: this.bus, worker: this.worker });
     await this.worker.start();
     this.distribution = new Distribution({
       mesh: config.mesh, node: this.node, cas: this.cas!, store: this.store, bus: this.transport, roster: this.roster, log: log.child('models'),
@@ -492,13 +428,7 @@ export class Agent {
     });
     await this.distribution.start();
     await this.publishStatus();
-    if (config.homeAssistant) {
-      this.homeAssistant = new HomeAssistantDiscovery({
-        mesh: config.mesh, node: this.node, prefix: config.homeAssistantPrefix, intervalS: config.healthIntervalS, mqtt: transport, reports: this.health, log: log.child('home-assistant'),
-      });
-      await this.homeAssistant.start();
-    }
-    this.health.start();
+    await this.services.startReports();
   }
 
   /**
@@ -592,7 +522,7 @@ export class Agent {
     const { config, node, instance, started, role, term, seq, draining } = this;
     return {
       config, node, instance, started, role, term, seq, draining, port: this.meshListener?.port ?? config.port, models: this.store.list(), memory: this.store.memory(),
-      throttled: this.health?.throttledNow ?? false,
+      throttled: this.services.health?.throttledNow ?? false,
       ...(this.distribution ? { transfers: this.distribution.transfers() } : {}),
     };
   }
@@ -611,11 +541,9 @@ export class Agent {
 
   private async shutdown(): Promise<void> {
     const { log } = this;
-    await this.dashboardServer?.stop();
-    await this.metricsServer?.stop();
+    await this.services.stopEndpoints();
     this.coordinator?.stop();
-    await this.homeAssistant?.stop();
-    await this.health?.stop();
+    await this.services.stopReports();
     // Draining first: the dispatcher stops giving this agent new tasks, the accepted ones finish.
     this.draining = true;
     // Goodbyes wait for a broker only so long: with none reachable a status would queue for ever.
