@@ -35,7 +35,8 @@ import { TransportPort } from '../broker/transport-port.js';
 import { createDiscovery, type Discovery } from './discovery/index.js';
 import { answerHello, probe } from './discovery/hello.js';
 import { withoutRevoked } from './discovery/trusted.js';
-import { loadNodeId, renewNodeId } from './identity.js';
+import { loadNodeId } from './identity.js';
+import { IdentitySettler } from './identity-settle.js';
 import { KizunaError } from '../mesh/errors.js';
 import { createLogger, type Logger } from './log.js';
 import { Worker } from './worker.js';
@@ -102,8 +103,8 @@ export class Agent {
   private endOnItsOwn?: (why: KizunaError) => void;
   /** Settles when the agent stops by itself (this board was revoked): the CLI then exits. */
   readonly ended = new Promise<KizunaError>((resolve) => (this.endOnItsOwn = resolve));
-
-  private duplicateOf?: Advert;
+  /** A live board claiming this node id while the mesh forms (agent/identity-settle.ts). */
+  private readonly identity: IdentitySettler;
 
   private constructor(
     readonly config: Config & { host: string },
@@ -115,6 +116,7 @@ export class Agent {
     /** Mesh credentials (absent: an open mesh). */
     private readonly security?: AgentSecurity,
   ) {
+    this.identity = new IdentitySettler({ config, log, instance: this.instance, node: () => this.node, joining: () => this.role === 'joining', ...(security ? { security } : {}) });
     this.services = new OperatorServices({
       config, node: () => this.node, instance: this.instance, store, roster: this.roster, log, ...(security ? { security } : {}),
       ...(deps.system ? { system: deps.system } : {}),
@@ -260,11 +262,7 @@ export class Agent {
     this.discovery =
       this.deps.discovery ??
       createDiscovery({ mesh: config.mesh, peers, disabled: !mdns && !peers.length, probeTimeoutMs: config.probeTimeoutMs, ...(config.mdnsInterface ? { mdnsInterface: config.mdnsInterface } : {}), log });
-    this.discovery.on('duplicate', (a: Advert) => {
-      if (a.node !== this.node || a.instance === this.instance) return;
-      if (this.role === 'joining') this.duplicateOf = a;
-      else log.warn(`board at ${a.addresses.join(', ')} claims this node id (${a.node}); it is the newcomer and must take another`);
-    });
+    this.discovery.on('duplicate', (a: Advert) => this.identity.seen(a));
     const alone = !this.deps.discovery && !mdns && !peers.length;
     const security = this.security;
     const electorate = security ? withoutRevoked(this.discovery, (node) => isRevoked(security.creds, 'board', node)) : this.discovery;
@@ -283,44 +281,12 @@ export class Agent {
     await this.coordinator.start();
   }
 
-  /**
-   * A live board of the mesh already uses this node id (an SD card copied to a second Pi): this
-   * board, the newcomer, takes a fresh id, or stops with a clear error when the id was configured.
-   */
+  /** A board that had to take a fresh node id says so in its advert before it joins. */
   private async settleIdentity(): Promise<void> {
-    const other = this.duplicateOf;
-    if (!other) return;
-    const where = other.addresses.join(', ') || 'another address';
-    if (this.security) return this.settleCredentialedIdentity(other, where);
-    if (this.config.node) {
-      throw new KizunaError('KZ_ERR_CONFIG', `node id ${this.node} is already used by a live board at ${where} (a copied SD card or config?); choose another with --node`);
-    }
-    const old = this.node;
-    this.nodeId = await renewNodeId(this.config.dataDir);
-    this.duplicateOf = undefined;
-    this.log.warn(`node id ${old} is already used by a live board at ${where} (a copied SD card?): this board is now ${this.node}, kept in ${this.config.dataDir}`);
+    const renewed = await this.identity.settle();
+    if (!renewed) return;
+    this.nodeId = renewed;
     await this.discovery!.update(this.advert());
-  }
-
-  /**
-   * With credentials the node id is the one in this board's certificate: it cannot change. A board
-   * that proves it holds the same certificate is a copy of this one (a copied SD card); anything
-   * else claiming the id is an impostor, ignored.
-   */
-  private async settleCredentialedIdentity(other: Advert, where: string): Promise<void> {
-    this.duplicateOf = undefined;
-    const host = other.addresses[0];
-    try {
-      if (!host) throw new Error('no address');
-      await probe(host, other.port, this.config.probeTimeoutMs, this.security?.hello?.verify);
-    } catch (err) {
-      this.log.warn(`ignored a device at ${where} claiming this node id (${this.node}): ${(err as Error).message}`);
-      return;
-    }
-    throw new KizunaError(
-      'KZ_ERR_CONFIG',
-      `board ${this.node}'s credentials are in use by a live board at ${where} (a copied SD card?): give each board its own token (kizuna token board NAME)`,
-    );
   }
 
   /**
