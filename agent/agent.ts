@@ -28,10 +28,9 @@ import { advertOf, boardMemoryBytes, statusOf, type SelfState } from './self.js'
 import { autoBudget } from '../models/placement.js';
 import { agentClientId, BrokerRole } from './broker-role.js';
 import type { Config } from './config.js';
-import { Coordinator, statusToAdvert, type BrokerRef, type CoordinatorHost } from './coordinator.js';
-import { decide } from './election.js';
-import { Dispatcher } from '../broker/dispatcher.js';
-import { TransportPort } from '../broker/transport-port.js';
+import { Coordinator, type BrokerRef, type CoordinatorHost } from './coordinator.js';
+import type { Dispatcher } from '../broker/dispatcher.js';
+import { DispatchDuty } from './dispatch-duty.js';
 import { createDiscovery, type Discovery } from './discovery/index.js';
 import { answerHello, probe } from './discovery/hello.js';
 import { withoutRevoked } from './discovery/trusted.js';
@@ -84,8 +83,8 @@ export class Agent {
   private discovery?: Discovery;
   private coordinator?: Coordinator;
   private brokerRole?: BrokerRole;
-  private externalDispatcher?: Dispatcher;
-  private duty: Promise<void> = Promise.resolve();
+  /** With an external broker: the dispatcher duty, run by the best-ranked agent (agent/dispatch-duty.ts). */
+  private duty?: DispatchDuty;
   private transport?: Transport;
   /** What the worker listens on: the transport, or the embedded broker in-process when this agent hosts it. */
   private bus?: SwitchBus;
@@ -197,7 +196,7 @@ export class Agent {
   }
 
   get dispatcher(): Dispatcher | undefined {
-    return this.brokerRole?.dispatcher ?? this.externalDispatcher;
+    return this.brokerRole?.dispatcher ?? this.duty?.dispatcher;
   }
 
   async start(): Promise<void> {
@@ -214,7 +213,7 @@ export class Agent {
     await this.services.stopEndpoints(true);
     this.coordinator?.stop();
     await this.services.stopReports(true);
-    await this.externalDispatcher?.stop().catch(() => undefined);
+    await this.duty?.stop().catch(() => undefined);
     await this.distribution?.stop().catch(() => undefined);
     await this.transport?.close(true).catch(() => undefined);
     await this.brokerRole?.stop().catch(() => undefined);
@@ -234,8 +233,10 @@ export class Agent {
     if (config.broker) {
       this.role = 'agent';
       await this.connect(config.broker);
-      this.roster.on('change', () => void this.dispatchDuty());
-      await this.dispatchDuty();
+      const duty = new DispatchDuty({ mesh: config.mesh, node: this.node, roster: this.roster, transport: this.transport!, log, stopping: () => this.stopping !== undefined });
+      this.duty = duty;
+      this.roster.on('change', () => void duty.review());
+      await duty.review();
     } else {
       await this.joinMesh();
       await this.connect(`${this.security?.creds.tls ? 'mqtts' : 'mqtt'}://127.0.0.1:${this.meshListener!.port}`);
@@ -287,31 +288,6 @@ export class Agent {
     if (!renewed) return;
     this.nodeId = renewed;
     await this.discovery!.update(this.advert());
-  }
-
-  /**
-   * With an external broker there is no elected broker to host the dispatcher: the best-ranked
-   * eligible agent runs it as an MQTT client of that broker, and the next one takes over when it
-   * goes offline (for a moment two may dispatch; agents absorb the duplicate ids).
-   */
-  private dispatchDuty(): Promise<void> {
-    this.duty = this.duty.then(() => this.takeDispatchDuty()).catch((err: Error) => this.log.error(`dispatcher duty: ${err.message}`));
-    return this.duty;
-  }
-
-  private async takeDispatchDuty(): Promise<void> {
-    if (!this.transport || this.stopping) return;
-    const members = this.roster.online().map(statusToAdvert);
-    const mine = decide({ members }).broker === this.node;
-    if (mine && !this.externalDispatcher) {
-      this.externalDispatcher = new Dispatcher(new TransportPort(this.transport), { mesh: this.config.mesh, node: this.node, log: this.log.child('dispatcher') });
-      await this.externalDispatcher.start();
-      this.log.info('dispatching requests for the mesh on the external broker');
-    } else if (!mine && this.externalDispatcher) {
-      const d = this.externalDispatcher;
-      this.externalDispatcher = undefined;
-      await d.stop();
-    }
   }
 
   private coordinatorHost(): CoordinatorHost {
@@ -517,7 +493,7 @@ export class Agent {
     await this.worker?.stop();
     await this.distribution?.stop();
     await bounded(this.publishStatus(false), GOODBYE_MS);
-    await this.externalDispatcher?.stop();
+    await this.duty?.stop();
     await this.transport?.close();
     // Goodbye and a closed port first: followers must not find a broker that is about to vanish.
     await this.discovery?.stop();
