@@ -22,11 +22,12 @@ import { SimulatedEngine } from '../models/simulated-engine.js';
 import { ModelStore } from '../models/store.js';
 import { Cas } from '../models/cas.js';
 import type { FetchOptions } from '../models/transfer.js';
-import { catalogGate, Distribution, storeDir } from './distribution.js';
+import { Distribution, storeDir } from './distribution.js';
 import type { Advert, Role } from './advert.js';
 import { advertOf, boardMemoryBytes, statusOf, type SelfState } from './self.js';
 import { autoBudget } from '../models/placement.js';
-import { agentClientId, BrokerRole } from './broker-role.js';
+import { agentClientId } from './broker-role.js';
+import { MeshRouting } from './routing.js';
 import type { Config } from './config.js';
 import { Coordinator, type BrokerRef, type CoordinatorHost } from './coordinator.js';
 import type { Dispatcher } from '../broker/dispatcher.js';
@@ -82,7 +83,8 @@ export class Agent {
   private meshListener?: MeshListener;
   private discovery?: Discovery;
   private coordinator?: Coordinator;
-  private brokerRole?: BrokerRole;
+  /** The mesh port's route, and the broker while this board hosts it (agent/routing.ts). */
+  private routing?: MeshRouting;
   /** With an external broker: the dispatcher duty, run by the best-ranked agent (agent/dispatch-duty.ts). */
   private duty?: DispatchDuty;
   private transport?: Transport;
@@ -196,7 +198,7 @@ export class Agent {
   }
 
   get dispatcher(): Dispatcher | undefined {
-    return this.brokerRole?.dispatcher ?? this.duty?.dispatcher;
+    return this.routing?.brokerRole?.dispatcher ?? this.duty?.dispatcher;
   }
 
   async start(): Promise<void> {
@@ -216,7 +218,7 @@ export class Agent {
     await this.duty?.stop().catch(() => undefined);
     await this.distribution?.stop().catch(() => undefined);
     await this.transport?.close(true).catch(() => undefined);
-    await this.brokerRole?.stop().catch(() => undefined);
+    await this.routing?.stop().catch(() => undefined);
     await this.discovery?.stop().catch(() => undefined);
     await this.meshListener?.stop().catch(() => undefined);
     await this.store.close().catch(() => undefined);
@@ -257,6 +259,11 @@ export class Agent {
     });
     // The broker we pipe to is unreachable: the election driver checks it (and elects if it is gone).
     this.meshListener.on('upstream-failed', () => this.coordinator?.brokerConnectionLost());
+    const routing = new MeshRouting({
+      config, listener: this.meshListener, roster: this.roster, log, ...(this.security ? { security: this.security } : {}),
+      node: () => this.node, self: () => this.advert(), models: () => this.distribution, link: () => ({ bus: this.bus, transport: this.transport }),
+    });
+    this.routing = routing;
     const peers = config.peers.map((p) => ({ host: p.slice(0, p.lastIndexOf(':')), port: Number(p.slice(p.lastIndexOf(':') + 1)) }));
     // An agent listening on loopback only cannot be reached by other boards: no multicast for it.
     const mdns = config.discovery === 'mdns' && !isLoopback(config.host);
@@ -267,7 +274,7 @@ export class Agent {
     const alone = !this.deps.discovery && !mdns && !peers.length;
     const security = this.security;
     const electorate = security ? withoutRevoked(this.discovery, (node) => isRevoked(security.creds, 'board', node)) : this.discovery;
-    this.coordinator = new Coordinator(electorate, this.coordinatorHost(), {
+    this.coordinator = new Coordinator(electorate, this.coordinatorHost(routing), {
       self: () => this.advert(),
       formationMs: alone ? 0 : config.formationMs,
       requireProof: this.security?.hello !== undefined,
@@ -290,40 +297,14 @@ export class Agent {
     await this.discovery!.update(this.advert());
   }
 
-  private coordinatorHost(): CoordinatorHost {
+  /** What the election drives: the routes (agent/routing.ts), this agent's advert, its roster and probes. */
+  private coordinatorHost(routing: MeshRouting): CoordinatorHost {
     const { config, log } = this;
     return {
-      becomeBroker: async (term, failed) => {
-        const self = this.advert();
-        const record = { v: 1 as const, node: this.node, term, host: self.addresses[0] ?? '127.0.0.1', port: self.port, since: Date.now() };
-        const revocations = this.security?.creds.revokedPayload;
-        const security = this.security && {
-          ...this.security.broker,
-          acceptCatalog: catalogGate(this.security.creds.publicKey, (name) => this.distribution?.current(name)),
-        };
-        this.brokerRole = await BrokerRole.start({
-          mesh: config.mesh, self: this.node, record, mirror: this.roster, failed, rejoinGraceMs: config.rejoinGraceMs, log: log.child('broker'),
-          ...(security ? { security } : {}), ...(revocations ? { revocations } : {}),
-          catalog: this.distribution?.retained() ?? [],
-        });
-        if (this.bus) await this.bus.use(new LocalBus(this.brokerRole.broker));
-        // Drop what went to the old route first: setRoute hands the held connections to this one.
-        this.meshListener!.dropRouted();
-        this.meshListener!.setRoute({ kind: 'broker', broker: this.brokerRole.broker });
-        this.transport?.reconnectNow();
-      },
-      stepDown: async () => {
-        if (this.bus && this.transport) await this.bus.use(this.transport);
-        this.meshListener!.setRoute({ kind: 'hold' });
-        await this.brokerRole?.stop();
-        this.brokerRole = undefined;
-      },
-      follow: (b) => {
-        this.meshListener!.dropRouted();
-        this.meshListener!.setRoute({ kind: 'proxy', host: b.host, port: b.port });
-        this.transport?.reconnectNow();
-      },
-      hold: () => this.meshListener!.setRoute({ kind: 'hold' }),
+      becomeBroker: (term, failed) => routing.becomeBroker(term, failed),
+      stepDown: () => routing.stepDown(),
+      follow: (b: BrokerRef) => routing.follow(b),
+      hold: () => routing.hold(),
       advertise: (role, term) => {
         [this.role, this.term] = [role, term];
         void this.discovery?.update(this.advert()).catch((err: Error) => log.warn(`advert update failed: ${err.message}`));
@@ -358,7 +339,8 @@ export class Agent {
     this.transport.onMessage((topic, payload) => this.onMeshMessage(topic, payload));
     await this.transport.subscribe([topics.allNodeStatus(config.mesh), ...(this.security ? [topics.revoked(config.mesh)] : [])], 1);
     // On the board that hosts the broker, tasks and replies skip TCP entirely.
-    this.bus = new SwitchBus(this.brokerRole ? new LocalBus(this.brokerRole.broker) : this.transport);
+    const hosted = this.routing?.brokerRole;
+    this.bus = new SwitchBus(hosted ? new LocalBus(hosted.broker) : this.transport);
     this.worker = new Worker(this.bus, this.store, { ...config, node: this.node }, log.child('worker'));
     this.services.attach({ transport: this.transport, bus: this.bus, worker: this.worker });
     await this.worker.start();
@@ -402,7 +384,7 @@ export class Agent {
         this.stopping = this.abort().finally(() => this.endOnItsOwn?.(err));
         return;
       }
-      this.brokerRole?.broker.disconnectRevoked();
+      this.routing?.brokerRole?.broker.disconnectRevoked();
       return;
     }
     const accepted = this.roster.accept(topic, payload);
@@ -498,7 +480,7 @@ export class Agent {
     // Goodbye and a closed port first: followers must not find a broker that is about to vanish.
     await this.discovery?.stop();
     await this.meshListener?.stop();
-    await this.brokerRole?.stop();
+    await this.routing?.stop();
     await this.store.close();
     log.info('agent stopped');
   }
