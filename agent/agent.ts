@@ -49,6 +49,7 @@ import { dashboardPolicy } from './dashboard/policy.js';
 import type { HomeAssistantDiscovery } from './home-assistant.js';
 import type { MetricsServer } from './metrics.js';
 import { OperatorServices } from './operator-services.js';
+import { watchModels } from './model-log.js';
 
 export interface MeshView {
   broker: string | null;
@@ -231,7 +232,9 @@ export class Agent {
     this.cas = await Cas.open(storeDir(config.dataDir));
     await this.store.loadStore(this.cas);
     for (const p of this.store.problems) log.error(`${p.code}: ${p.message}`);
-    this.watchModels();
+    watchModels(this.store, log, () => {
+      if (!this.stopping) void this.publishStatus();
+    });
     if (config.broker) {
       this.role = 'agent';
       await this.connect(config.broker);
@@ -403,27 +406,6 @@ export class Agent {
     if (this.stopping) return;
     if (payload.length && parseNodeStatus(payload)?.online) return;
     void this.publishStatus();
-  }
-
-  /** Logs what placement does, and says in the status which models are in memory. */
-  private watchModels(): void {
-    const { log, store } = this;
-    const mib = (b: number) => (b / 1024 / 1024).toFixed(1);
-    const { budgetBytes, warm } = store.memory();
-    for (const m of store.list()) log.info(`model ${m.manifest.name}@${m.manifest.version} ${warm.has(m.manifest.name) ? 'loaded' : 'served, loaded on demand'} (${(m.bytes / 1024).toFixed(0)} KiB)`);
-    log.info(`model memory: ${budgetBytes ? `${mib(budgetBytes)} MiB` : 'no limit'}, ${mib(store.memory().usedBytes)} MiB used`);
-    store.on('loaded', (e: { name: string; bytes: number; ms: number }) => log.debug(`model ${e.name} loaded in ${e.ms.toFixed(0)} ms (${mib(e.bytes)} MiB)`));
-    store.on('evicted', (e: { name: string; bytes: number; why: string }) => log.debug(`model ${e.name} unloaded (${e.why === 'lru' ? 'least recently used, for room' : 'no longer served'}; ${mib(e.bytes)} MiB)`));
-    store.on('unservable', (e: { code: string; message: string }) => log.error(`${e.code}: ${e.message}`));
-    let soon = false;
-    store.on('change', () => {
-      if (soon) return;
-      soon = true;
-      setImmediate(() => {
-        soon = false;
-        if (!this.stopping) void this.publishStatus();
-      });
-    });
   }
 
   private async publishStatus(online = true): Promise<void> {
