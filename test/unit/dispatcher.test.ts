@@ -1,31 +1,11 @@
 /** The dispatcher on an in-memory broker port and a hand-driven clock: placement, credits, failures. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Dispatcher, type BrokerPort } from '../../broker/dispatcher.js';
+import { Dispatcher } from '../../broker/dispatcher.js';
+import { MemoryPort } from '../helpers/memory-port.js';
 import { createLogger } from '../../agent/log.js';
-import { topicMatches, topics } from '../../mesh/topics.js';
+import { topics } from '../../mesh/topics.js';
 import type { NodeStatus } from '../../mesh/status.js';
-
-class MemoryPort implements BrokerPort {
-  readonly published: { topic: string; payload: Buffer }[] = [];
-  private readonly subs: { filter: string; handler: (t: string, p: Buffer, r: boolean) => void }[] = [];
-  async subscribe(filter: string, handler: (t: string, p: Buffer, r: boolean) => void) {
-    const sub = { filter, handler };
-    this.subs.push(sub);
-    return async () => void this.subs.splice(this.subs.indexOf(sub), 1);
-  }
-  async publish(topic: string, payload: Buffer) {
-    this.published.push({ topic, payload });
-    for (const s of [...this.subs]) if (topicMatches(s.filter, topic)) s.handler(topic, payload, false);
-  }
-  /** Tasks sent to `node`, as client/id. */
-  tasks(node: string): string[] {
-    return this.published.filter((p) => p.topic.includes(`/task/${node}/`)).map((p) => p.topic.split('/').slice(-2).join('/'));
-  }
-  errors(): { id: string; code: string }[] {
-    return this.published.filter((p) => p.topic.includes('/res/')).map((p) => JSON.parse(p.payload.toString())).filter((r) => !r.ok).map((r) => ({ id: r.id, code: r.error.code }));
-  }
-}
 
 const status = (node: string, extra: Partial<NodeStatus> = {}): NodeStatus => ({
   v: 1, node, instance: `${node}000000aa`, started: 1, seq: 1, online: true, slots: 2,

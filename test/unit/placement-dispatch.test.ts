@@ -7,28 +7,12 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Dispatcher, type BrokerPort } from '../../broker/dispatcher.js';
+import { Dispatcher } from '../../broker/dispatcher.js';
+import { MemoryPort } from '../helpers/memory-port.js';
 import { createLogger } from '../../agent/log.js';
-import { topicMatches, topics } from '../../mesh/topics.js';
+import { topics } from '../../mesh/topics.js';
 import { isWarm, parseNodeStatus, type NodeStatus } from '../../mesh/status.js';
 import { Sim, SUMMARY, itemOf } from '../helpers/jobs-sim.js';
-
-class MemoryPort implements BrokerPort {
-  readonly published: { topic: string; payload: Buffer }[] = [];
-  private readonly subs: { filter: string; handler: (t: string, p: Buffer, r: boolean) => void }[] = [];
-  async subscribe(filter: string, handler: (t: string, p: Buffer, r: boolean) => void) {
-    const sub = { filter, handler };
-    this.subs.push(sub);
-    return async () => void this.subs.splice(this.subs.indexOf(sub), 1);
-  }
-  async publish(topic: string, payload: Buffer) {
-    this.published.push({ topic, payload });
-    for (const s of [...this.subs]) if (topicMatches(s.filter, topic)) s.handler(topic, payload, false);
-  }
-  tasks(node: string): string[] {
-    return this.published.filter((p) => p.topic.includes(`/task/${node}/`)).map((p) => p.topic.split('/').slice(-1)[0]!);
-  }
-}
 
 const board = (node: string, warm: boolean | undefined, slots = 2): NodeStatus => ({
   v: 1, node, instance: `${node}000000aa`, started: 1, seq: 1, online: true, slots,
@@ -60,8 +44,8 @@ test('the status says warm or cold per model; a board older than placement (no f
 test('a warm board with a free slot gets the request before an unmeasured cold one', async () => {
   const { port, ask } = await setup([board('cold', false), board('warm', true)]);
   await ask('1');
-  assert.deepEqual(port.tasks('warm'), ['1']);
-  assert.deepEqual(port.tasks('cold'), []);
+  assert.deepEqual(port.taskIds('warm'), ['1']);
+  assert.deepEqual(port.taskIds('cold'), []);
 });
 
 test('a warm board gets the request before a faster cold one; the cold one takes what the warm one has no slot for', async () => {
@@ -77,10 +61,10 @@ test('a warm board gets the request before a faster cold one; the cold one takes
   // fast's model was unloaded (placement): slow is warm, so it answers, though slower.
   await announce({ ...board('fast', false, 1), seq: 2 });
   await ask('q1');
-  assert.deepEqual(port.tasks('slow'), ['p2', 'q1']);
+  assert.deepEqual(port.taskIds('slow'), ['p2', 'q1']);
   // slow's only slot is taken: fast, cold, takes the next one rather than let it wait.
   await ask('q2');
-  assert.deepEqual(port.tasks('fast'), ['p1', 'q2']);
+  assert.deepEqual(port.taskIds('fast'), ['p1', 'q2']);
 });
 
 test("a cold board's answer (its load included) is not taken as its speed", async () => {
@@ -96,11 +80,11 @@ test('warm boards are equal among themselves: the measured speed decides, as bef
   await ask('p1');
   await ask('p2');
   clock.now = 50;
-  await answer(port.tasks('a')[0]!);
+  await answer(port.taskIds('a')[0]!);
   clock.now = 10;
-  await answer(port.tasks('b')[0]!);
+  await answer(port.taskIds('b')[0]!);
   await ask('q');
-  assert.deepEqual(port.tasks('b').slice(-1), ['q'], 'b (no warm field: warm) is faster');
+  assert.deepEqual(port.taskIds('b').slice(-1), ['q'], 'b (no warm field: warm) is faster');
 });
 
 test('jobs: the first shards go to warm boards; cold boards get work once warm ones are full', async () => {
