@@ -20,6 +20,7 @@ import type { NodeStatus } from '../../mesh/status.js';
 import { parseNodeHealthTopic, parseNodeStatusTopic, topics } from '../../mesh/topics.js';
 import { loadDigits } from '../../models/builtin/digits-data.js';
 import { MeshBoards } from '../../agent/commands/status.js';
+import { Waiters } from '../helpers/waiters.js';
 import { startAgent } from '../helpers/agent.js';
 import { CLI, runCli, spawnAgent } from '../helpers/cli.js';
 import { freePorts } from '../helpers/ports.js';
@@ -46,7 +47,7 @@ interface Seen {
 class Recorder {
   readonly view = new MeshBoards();
   readonly seen: Seen[] = [];
-  private readonly waiters = new Set<() => void>();
+  private readonly waiters = new Waiters();
   private constructor(private readonly transport: Transport, readonly now: () => number) {}
 
   static async connect(url: string, now: () => number = () => performance.now()): Promise<Recorder> {
@@ -65,7 +66,7 @@ class Recorder {
       const kind = parseNodeStatusTopic(topic) ? 'status' : 'health';
       r.seen.push({ at, topic, retained, node, [kind]: parsed } as Seen);
       r.view.accept(topic, payload);
-      for (const w of [...r.waiters]) w();
+      r.waiters.changed();
     });
     await transport.subscribe([topics.allNodeStatus('home'), topics.allNodeHealth('home')], 1);
     return r;
@@ -77,21 +78,7 @@ class Recorder {
 
   /** Resolves with the first value `probe` returns (checked at every message), or rejects after `ms`. */
   until<T>(probe: () => T | undefined | false, ms: number, what: string): Promise<T> {
-    return new Promise((resolve, reject) => {
-      const check = () => {
-        const v = probe();
-        if (v === undefined || v === false) return;
-        clearTimeout(timer);
-        this.waiters.delete(check);
-        resolve(v);
-      };
-      const timer = setTimeout(() => {
-        this.waiters.delete(check);
-        reject(new Error(`not seen within ${ms} ms: ${what}`));
-      }, ms);
-      this.waiters.add(check);
-      check();
-    });
+    return this.waiters.until(probe, ms, what);
   }
 
   publish(topic: string, payload: string): Promise<void> {

@@ -20,6 +20,7 @@ import { Transport, type TransportOptions } from '../../mesh/mqtt.js';
 import { topics } from '../../mesh/topics.js';
 import { SystemProbe } from '../../agent/health/system.js';
 import { loadDigits } from '../../models/builtin/digits-data.js';
+import { Waiters } from '../helpers/waiters.js';
 import { startAgent } from '../helpers/agent.js';
 import { runCli, spawnAgent } from '../helpers/cli.js';
 import { freePorts } from '../helpers/ports.js';
@@ -40,7 +41,7 @@ interface Msg {
 class FakeHomeAssistant {
   readonly seen: Msg[] = [];
   private readonly latest = new Map<string, Msg>();
-  private readonly waiters = new Set<() => void>();
+  private readonly waiters = new Waiters();
   private constructor(private readonly transport: Transport, readonly prefix: string) {}
 
   static async connect(o: TransportOptions, prefix: string, states: string[]): Promise<FakeHomeAssistant> {
@@ -50,7 +51,7 @@ class FakeHomeAssistant {
       const m = { at: performance.now(), topic, payload: payload.toString('utf8'), retained };
       ha.seen.push(m);
       ha.latest.set(topic, m);
-      for (const w of [...ha.waiters]) w();
+      ha.waiters.changed();
     });
     await transport.subscribe([`${prefix}/#`, ...states], 1);
     return ha;
@@ -72,22 +73,9 @@ class FakeHomeAssistant {
     return p ? parseNodeHealth(Buffer.from(p)) : undefined;
   }
 
+  /** Resolves with the first value `probe` returns (checked at every message), or rejects after `ms`. */
   until<T>(probe: () => T | undefined | false, ms: number, what: string): Promise<T> {
-    return new Promise((resolve, reject) => {
-      const check = () => {
-        const v = probe();
-        if (v === undefined || v === false) return;
-        clearTimeout(timer);
-        this.waiters.delete(check);
-        resolve(v);
-      };
-      const timer = setTimeout(() => {
-        this.waiters.delete(check);
-        reject(new Error(`not seen within ${ms} ms: ${what}`));
-      }, ms);
-      this.waiters.add(check);
-      check();
-    });
+    return this.waiters.until(probe, ms, what);
   }
 
   /** Home Assistant's birth message, as it sends it when it (re)starts. */

@@ -1,0 +1,31 @@
+/**
+ * Waiting for what a stream of messages shows, without sleeping: `until` checks its probe now and
+ * again at every `changed()` (call it after each message), and gives up after a bound.
+ */
+export class Waiters {
+  private readonly pending = new Set<() => void>();
+
+  /** Call after every message: each pending probe looks again. */
+  changed(): void {
+    for (const w of [...this.pending]) w();
+  }
+
+  /** Resolves with the first value `probe` returns (not undefined or false), or rejects after `ms`. */
+  until<T>(probe: () => T | undefined | false, ms: number, what: string): Promise<T> {
+    return new Promise((resolve, reject) => {
+      const check = () => {
+        const v = probe();
+        if (v === undefined || v === false) return;
+        clearTimeout(timer);
+        this.pending.delete(check);
+        resolve(v);
+      };
+      const timer = setTimeout(() => {
+        this.pending.delete(check);
+        reject(new Error(`not seen within ${ms} ms: ${what}`));
+      }, ms);
+      this.pending.add(check);
+      check();
+    });
+  }
+}
