@@ -9,12 +9,9 @@ import { KizunaError } from '../../mesh/errors.js';
 import { Roster } from '../../mesh/roster.js';
 import { topics } from '../../mesh/topics.js';
 import { Cas } from '../../models/cas.js';
-import { entryOf, readModelPackage, type ModelPackage } from '../../models/model-source.js';
-import { OnnxEngine } from '../../models/onnx-engine.js';
-import { signManifest, verifyManifest } from '../../models/signature.js';
-import { loadCredentials } from '../credentials.js';
+import { entryOf } from '../../models/model-source.js';
 import { storeDir } from '../distribution.js';
-import { boardConfig, linkToMesh, mb, MESH_HELP, MESH_OPTIONS } from './models-mesh.js';
+import { boardConfig, linkToMesh, mb, MESH_HELP, MESH_OPTIONS, readSource, SOURCE_HELP, SOURCE_OPTIONS } from './models-mesh.js';
 
 const HELP = `usage: kizuna models add FILE|MANIFEST [options]
 
@@ -25,10 +22,7 @@ signature, on a mesh with credentials; on the board that holds the mesh key it i
 If this board's agent runs, the model is published to the mesh catalogue through it, and every
 board that should hold it fetches it from this one.
 
-  --name NAME       the model's name (FILE only; default the file's name)
-  --version V       the model's version (FILE only; default 1)
-  --manifest M      the manifest that describes FILE
-  --chunk-size N    bytes per chunk over the mesh (default 262144)
+${SOURCE_HELP}
   --local           only this board's store: do not publish to the mesh
 ${MESH_HELP}`;
 
@@ -38,7 +32,7 @@ export async function run(argv: string[]): Promise<number> {
     allowPositionals: true,
     options: {
       ...MESH_OPTIONS,
-      name: { type: 'string' }, version: { type: 'string' }, manifest: { type: 'string' }, 'chunk-size': { type: 'string' },
+      ...SOURCE_OPTIONS,
       local: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
     },
   });
@@ -48,12 +42,7 @@ export async function run(argv: string[]): Promise<number> {
     return values.help ? 0 : 2;
   }
   const config = boardConfig(values);
-  const pkg = await readModelPackage(input, {
-    ...(values.name ? { name: values.name } : {}), ...(values.manifest ? { manifest: values.manifest } : {}), ...(values.version ? { version: values.version } : {}),
-    ...(values['chunk-size'] ? { chunkSize: Number(values['chunk-size']) } : {}),
-    engine: async () => new OnnxEngine(),
-  });
-  signIfNeeded(pkg, config.dataDir, config.mesh);
+  const pkg = await readSource(input, values, config);
   const { name, version, sha256 } = pkg.manifest;
   const cas = await Cas.open(storeDir(config.dataDir));
   const imported = await cas.importFile(pkg.file);
@@ -96,22 +85,4 @@ export async function run(argv: string[]): Promise<number> {
   } finally {
     await link.close();
   }
-}
-
-/**
- * On a mesh with credentials boards load only models the mesh key signed: a manifest without a
- * signature is signed here when this board holds the key; else it is refused.
- */
-export function signIfNeeded(pkg: ModelPackage, dataDir: string, mesh: string): void {
-  const creds = loadCredentials(dataDir, mesh);
-  if (!creds) return;
-  const manifest = pkg.text ? JSON.parse(pkg.text) : pkg.manifest;
-  if (pkg.sig) {
-    if (!verifyManifest(manifest, pkg.sig, creds.publicKey)) throw new KizunaError('KZ_ERR_MODEL_INTEGRITY', `the signature of ${pkg.manifest.name} is not the key of mesh ${mesh}'s: sign the manifest again (kizuna models sign)`);
-    return;
-  }
-  if (!creds.authorityKey) {
-    throw new KizunaError('KZ_ERR_MODEL_INTEGRITY', `${pkg.manifest.name} is not signed, and mesh ${mesh}'s boards load only signed models: sign its manifest with kizuna models sign on the board that holds the mesh key, then add the manifest`);
-  }
-  pkg.sig = signManifest(manifest, creds.authorityKey);
 }

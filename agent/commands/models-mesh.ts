@@ -12,6 +12,9 @@ import { tokenSubject } from '../../mesh/tokens.js';
 import { loadConfig, type Config } from '../config.js';
 import { loadCredentials, type MeshCredentials } from '../credentials.js';
 import { loadNodeId } from '../identity.js';
+import { readModelPackage, type ModelPackage } from '../../models/model-source.js';
+import { OnnxEngine } from '../../models/onnx-engine.js';
+import { signManifest, verifyManifest } from '../../models/signature.js';
 
 export const MESH_OPTIONS = {
   broker: { type: 'string' as const },
@@ -120,3 +123,41 @@ export async function readRetained(transport: Transport, filters: string[], quie
 }
 
 export const mb = (bytes: number): string => `${(bytes / 1e6).toFixed(1)} MB`;
+
+/** What describes a model file, for add and push. */
+export const SOURCE_OPTIONS = {
+  name: { type: 'string' }, version: { type: 'string' }, manifest: { type: 'string' }, 'chunk-size': { type: 'string' },
+} as const;
+export const SOURCE_HELP = `  --name NAME       the model's name (FILE only; default the file's name)
+  --version V       the model's version (FILE only; default 1)
+  --manifest M      the manifest that describes FILE
+  --chunk-size N    bytes per chunk over the mesh (default 262144)`;
+
+/** FILE or MANIFEST read as the options say, signed by the mesh key when this board holds it and the mesh needs it. */
+export async function readSource(input: string, values: { name?: string; version?: string; manifest?: string; 'chunk-size'?: string }, config: Config): Promise<ModelPackage> {
+  const pkg = await readModelPackage(input, {
+    ...(values.name ? { name: values.name } : {}), ...(values.manifest ? { manifest: values.manifest } : {}), ...(values.version ? { version: values.version } : {}),
+    ...(values['chunk-size'] ? { chunkSize: Number(values['chunk-size']) } : {}),
+    engine: async () => new OnnxEngine(),
+  });
+  signIfNeeded(pkg, config.dataDir, config.mesh);
+  return pkg;
+}
+
+/**
+ * On a mesh with credentials boards load only models the mesh key signed: a manifest without a
+ * signature is signed here when this board holds the key; else it is refused.
+ */
+export function signIfNeeded(pkg: ModelPackage, dataDir: string, mesh: string): void {
+  const creds = loadCredentials(dataDir, mesh);
+  if (!creds) return;
+  const manifest = pkg.text ? JSON.parse(pkg.text) : pkg.manifest;
+  if (pkg.sig) {
+    if (!verifyManifest(manifest, pkg.sig, creds.publicKey)) throw new KizunaError('KZ_ERR_MODEL_INTEGRITY', `the signature of ${pkg.manifest.name} is not the key of mesh ${mesh}'s: sign the manifest again (kizuna models sign)`);
+    return;
+  }
+  if (!creds.authorityKey) {
+    throw new KizunaError('KZ_ERR_MODEL_INTEGRITY', `${pkg.manifest.name} is not signed, and mesh ${mesh}'s boards load only signed models: sign its manifest with kizuna models sign on the board that holds the mesh key, then add the manifest`);
+  }
+  pkg.sig = signManifest(manifest, creds.authorityKey);
+}

@@ -9,11 +9,9 @@ import { encodeCatalogEntry } from '../../mesh/catalog.js';
 import { KizunaError } from '../../mesh/errors.js';
 import { Roster } from '../../mesh/roster.js';
 import { parseBlobRequestTopic, topics } from '../../mesh/topics.js';
-import { entryOf, readModelPackage } from '../../models/model-source.js';
-import { OnnxEngine } from '../../models/onnx-engine.js';
+import { entryOf } from '../../models/model-source.js';
 import { ChunkServer } from '../../models/transfer.js';
-import { signIfNeeded } from './models-add.js';
-import { boardConfig, linkToMesh, mb, MESH_HELP, MESH_OPTIONS } from './models-mesh.js';
+import { boardConfig, linkToMesh, mb, MESH_HELP, MESH_OPTIONS, readSource, SOURCE_HELP, SOURCE_OPTIONS } from './models-mesh.js';
 
 const HELP = `usage: kizuna models push FILE|MANIFEST --broker URL [options]
 
@@ -22,10 +20,7 @@ hold a verified copy, with their progress; then exits (the boards share it among
 On a mesh with credentials, connect as an app (--token, --ca) and push a MANIFEST signed by the
 mesh key (MANIFEST.sig, from kizuna models sign on the board that holds the key).
 
-  --name NAME       the model's name (FILE only; default the file's name)
-  --version V       the model's version (FILE only; default 1)
-  --manifest M      the manifest that describes FILE
-  --chunk-size N    bytes per chunk (default 262144)
+${SOURCE_HELP}
   --boards N        wait until N boards hold it (default 1)
   --timeout S       give up after S seconds (default 600)
 ${MESH_HELP}`;
@@ -36,7 +31,7 @@ export async function run(argv: string[]): Promise<number> {
     allowPositionals: true,
     options: {
       ...MESH_OPTIONS,
-      name: { type: 'string' }, version: { type: 'string' }, manifest: { type: 'string' }, 'chunk-size': { type: 'string' },
+      ...SOURCE_OPTIONS,
       boards: { type: 'string' }, timeout: { type: 'string' }, help: { type: 'boolean', short: 'h' },
     },
   });
@@ -49,12 +44,7 @@ export async function run(argv: string[]): Promise<number> {
   const wanted = Number(values.boards ?? 1);
   const timeoutS = Number(values.timeout ?? 600);
   if (!Number.isInteger(wanted) || wanted < 1) throw new KizunaError('KZ_ERR_CONFIG', `--boards ${values.boards}: a whole number of boards, at least 1`);
-  const pkg = await readModelPackage(input, {
-    ...(values.name ? { name: values.name } : {}), ...(values.manifest ? { manifest: values.manifest } : {}), ...(values.version ? { version: values.version } : {}),
-    ...(values['chunk-size'] ? { chunkSize: Number(values['chunk-size']) } : {}),
-    engine: async () => new OnnxEngine(),
-  });
-  signIfNeeded(pkg, config.dataDir, config.mesh);
+  const pkg = await readSource(input, values, config);
   const { name, version, sha256 } = pkg.manifest;
   const link = await linkToMesh(values, config);
   if (link.kind === 'app' && !pkg.sig) {
