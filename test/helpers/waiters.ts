@@ -1,3 +1,5 @@
+import type { EventEmitter } from 'node:events';
+
 /**
  * Waiting for what a stream of messages shows, without sleeping: `until` checks its probe now and
  * again at every `changed()` (call it after each message), and gives up after a bound.
@@ -28,4 +30,22 @@ export class Waiters {
       check();
     });
   }
+}
+
+/** Resolves when `check` holds: at once, or at one of `events` of `emitter`; rejects after `ms`. */
+export function waitFor(emitter: EventEmitter, events: string[], check: () => boolean, ms: number, what: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const on = () => {
+      if (!check()) return;
+      off();
+      resolve();
+    };
+    const timer = setTimeout(() => (off(), reject(new Error(`not within ${ms} ms: ${what}`))), ms);
+    const off = () => {
+      clearTimeout(timer);
+      for (const e of events) emitter.off(e, on);
+    };
+    for (const e of events) emitter.on(e, on);
+    on();
+  });
 }

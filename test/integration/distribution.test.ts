@@ -16,7 +16,6 @@
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -34,6 +33,7 @@ import { signManifest } from '../../models/signature.js';
 import { PACKAGE_BUILTIN_DIR, sha256 } from '../../models/store.js';
 import { startAgent } from '../helpers/agent.js';
 import { runCli } from '../helpers/cli.js';
+import { waitFor } from '../helpers/waiters.js';
 
 const MESH = 'dist';
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'kizuna-distribution-'));
@@ -67,24 +67,6 @@ function board(network: MemoryNetwork, node: string, scene: string, extra: Recor
     { mesh: MESH, node, formationMs: 300, rejoinGraceMs: 1500, dataDir: dir(`${scene}-${node}`), logLevel: 'info', ...extra },
     { discovery: new MemoryDiscovery(network), log: log.child(node), fetch: { timeoutMs: 1000 } },
   );
-}
-
-/** Resolves when `check` holds: at once, or at one of `events` of `emitter`; rejects after `ms`. */
-function waitFor(emitter: EventEmitter, events: string[], check: () => boolean, ms: number, what: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const on = () => {
-      if (!check()) return;
-      off();
-      resolve();
-    };
-    const timer = setTimeout(() => (off(), reject(new Error(`not within ${ms} ms: ${what}`))), ms);
-    const off = () => {
-      clearTimeout(timer);
-      for (const e of events) emitter.off(e, on);
-    };
-    for (const e of events) emitter.on(e, on);
-    on();
-  });
 }
 
 /** Resolves when `agent` serves `name` with the file `sha` (loaded from its store). */

@@ -30,6 +30,7 @@ import { spawnAgent } from '../helpers/cli.js';
 import { modelFolders } from '../helpers/model-folders.js';
 import { sharedModelsDir } from '../helpers/shared-models.js';
 import { sharedPath } from '../helpers/shared.js';
+import { waitFor } from '../helpers/waiters.js';
 
 const folders = modelFolders('placement');
 after(() => folders.remove());
@@ -64,22 +65,7 @@ class CountingEngine implements Engine {
 }
 
 /** Resolves when `check` holds: now, or at a 'change' of `emitter`; rejects after `ms`. */
-function when(emitter: NodeJS.EventEmitter, check: () => boolean, ms: number, what: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const on = () => {
-      if (!check()) return;
-      off();
-      resolve();
-    };
-    const timer = setTimeout(() => (off(), reject(new Error(`not within ${ms} ms: ${what}`))), ms);
-    const off = () => {
-      clearTimeout(timer);
-      emitter.off('change', on);
-    };
-    emitter.on('change', on);
-    on();
-  });
-}
+const when = (emitter: NodeJS.EventEmitter, check: () => boolean, ms: number, what: string) => waitFor(emitter, ['change'], check, ms, what);
 
 const argmax = (a: ArrayLike<number>) => Array.prototype.indexOf.call(a, Math.max(...Array.from(a)));
 
