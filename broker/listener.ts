@@ -258,7 +258,7 @@ export class MeshListener extends EventEmitter {
  * A duplex over `socket` (raw, or TLS) whose reading starts with `first`, then whatever the socket
  * receives. Having no handle of its own, nothing downstream can read the socket around it.
  */
-function replaying(socket: net.Socket, first: Buffer): Duplex {
+export function replaying(socket: net.Socket, first: Buffer): Duplex {
   const carrier = new Duplex({
     read: () => void socket.resume(),
     write: (chunk: Buffer, _enc, callback) => void socket.write(chunk, callback),
